@@ -1,0 +1,484 @@
+"""Reverse-mode automatic differentiation: grad mode, `Function`, and the backward sweep.
+
+A recorded operation is a `Function` instance (its `ctx`): it knows its parents (the nodes, or
+leaf Tensors, its inputs came from), the arrays it saved for backward, and the input shapes.
+`backward` walks these nodes once, in an order where every node runs after all of its consumers
+(Kahn's algorithm on dependency counts: iterative, so deep graphs never hit the recursion limit),
+sums each node's incoming gradients, calls its `backward`, unbroadcasts the results to the input
+shapes and hands them on. Saved arrays are released as each node finishes.
+"""
+import functools
+import traceback
+import weakref
+
+import numpy as np
+
+from chainrule.errors import AnomalyError, ArgumentError, GraphError, ShapeError, shape_error
+from chainrule.tensor import Tensor
+
+
+class _State:
+    grad_enabled = True
+    create_graph = False  # True while a backward pass records its own graph
+    anomaly = False
+
+
+_state = _State()
+
+
+# ---- grad mode ------------------------------------------------------------------------------
+class _GradMode:
+    """Context manager and decorator that sets grad mode and restores it on exit."""
+
+    enabled = None
+
+    def __enter__(self):
+        self._prev = _state.grad_enabled
+        _state.grad_enabled = self.enabled
+
+    def __exit__(self, *exc):
+        _state.grad_enabled = self._prev
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Record nothing and save nothing for backward: `with cr.no_grad():` or `@cr.no_grad()`."""
+    enabled = False
+
+
+class enable_grad(_GradMode):
+    """Turn recording back on inside a `no_grad` block."""
+    enabled = True
+
+
+class set_grad_enabled(_GradMode):
+    def __init__(self, mode):
+        self.enabled = bool(mode)
+        _state.grad_enabled = self.enabled  # like PyTorch, it also works as a plain function call
+
+    def __enter__(self):
+        pass
+
+    def __call__(self, fn):
+        raise TypeError("set_grad_enabled(mode) is a context manager, not a decorator")
+
+
+def is_grad_enabled():
+    return _state.grad_enabled
+
+
+class detect_anomaly:
+    """Raise at the first NaN/Inf produced by a forward or backward op, naming the op and the
+    line of user code that created it. Slow: checks every result."""
+
+    def __init__(self, check_nan=True):
+        self.check = check_nan
+
+    def __enter__(self):
+        self._prev = _state.anomaly
+        _state.anomaly = self.check
+
+    def __exit__(self, *exc):
+        _state.anomaly = self._prev
+
+
+def _user_line():
+    """The innermost stack frame outside chainrule, as 'file:line in func: code'."""
+    pkg = __file__.rsplit("/", 1)[0]
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not frame.filename.startswith(pkg):
+            return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}"
+    return "<unknown>"
+
+
+def _check_finite(name, arrays, where, trace=None):
+    for a in arrays:
+        if a is not None and isinstance(a, np.ndarray) and a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = "NaN" if np.isnan(a).any() else "Inf"
+            raise AnomalyError(f"{name} produced {bad} in its {where}; the op was created at "
+                               f"{trace or _user_line()}")
+
+
+# ---- Function: the one boundary between Tensors and ndarrays --------------------------------
+class Function:
+    """A differentiable operation: static `forward(ctx, *arrays)` and `backward(ctx, grad)`.
+
+    `forward` receives the inputs' ndarrays (non-Tensor arguments pass through unchanged) and
+    returns one ndarray; `ctx.save_for_backward(*arrays)` keeps what backward needs. `backward`
+    receives the gradient of the output and returns one gradient per forward argument (None for
+    arguments that need none), as if no broadcasting happened: the engine sums each gradient back
+    to its input's shape. Write backward with operators and methods that ndarrays and Tensors
+    share (`ops.dual` has the rest): it runs on arrays normally and on Tensors under
+    `create_graph=True`, which makes it differentiable again.
+    `Cls.apply(*args)` runs the op on Tensors and records it when grad mode is on and an input
+    requires grad. Each call's `ctx` is an instance of the class and is the output's `grad_fn`.
+    """
+
+    is_view = False      # output shares memory (and so the version counter) with input 0
+    _record = False
+    _saved = ()
+    _saved_meta = ()
+    _hooks = None
+    _retained = None
+    _trace = None
+    needs_input_grad = ()
+
+    def save_for_backward(self, *arrays):
+        if self._record:
+            self._saved = arrays
+
+    @property
+    def saved_tensors(self):
+        saved = self._saved
+        if saved is None:
+            raise GraphError(_FREED)
+        for (src, counter, version), _ in zip(self._saved_meta, saved):
+            if counter is not None and counter[0] != version:
+                raise GraphError(
+                    f"an array saved for backward by {type(self).__name__} was modified by an "
+                    f"in-place operation (version {version} was saved, it is now {counter[0]}); "
+                    "use an out-of-place op, or clone() before modifying")
+        if not _state.create_graph:
+            return saved
+        return tuple(self._saved_as_tensor(i) for i in range(len(saved)))
+
+    def _saved_as_tensor(self, i):
+        src = self._saved_meta[i][0]
+        if src is _OUTPUT:  # rebuilt, not stored: the output holding its node would be a cycle
+            return Tensor._make(self._saved[i], True, self)
+        return src if src is not None else Tensor._make(self._saved[i])
+
+    def mark_non_differentiable(self, *outputs):
+        pass
+
+    @classmethod
+    def apply(cls, *args):
+        ctx = _new(cls)
+        record = False
+        if _state.grad_enabled:
+            for a in args:
+                if isinstance(a, Tensor) and a.requires_grad:
+                    record = True
+                    break
+        if record:
+            _link(ctx, args)
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        try:
+            out = cls.forward(ctx, *arrays)
+        except ValueError as e:
+            if isinstance(e, ShapeError) or not hasattr(cls, "shape_error"):
+                raise
+            raise cls.shape_error(arrays, e) from None
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+        if _state.anomaly:
+            ctx._trace = _user_line()
+            _check_finite(cls.__name__, (out,), "forward output", ctx._trace)
+        t = Tensor._make(out, record, ctx if record else None)
+        if ctx.is_view and isinstance(args[0], Tensor):
+            t._version = args[0]._version
+            if record:
+                t._base = args[0] if args[0]._base is None else args[0]._base
+        if ctx._saved:
+            ctx._saved_meta = tuple(_saved_source(s, args, out) for s in ctx._saved)
+        return t
+
+    # ---- hooks and retained grads of the output tensor (non-leaf) ----------------------------
+    def _retain(self, tensor):
+        self._retained = weakref.ref(tensor)
+
+    def _add_hook(self, hook):
+        self._hooks = (self._hooks or []) + [hook]
+
+    def __repr__(self):
+        return f"<{type(self).__name__}Backward>"
+
+    @property
+    def next_functions(self):
+        return self.parents
+
+
+_new = object.__new__
+_OUTPUT = object()
+_FREED = ("trying to backward through the graph a second time (or to read saved arrays after they "
+          "were freed); pass retain_graph=True to the first backward() if you need to")
+
+
+def _link(ctx, args):
+    """Record on ctx where each input came from (its node, or the leaf itself) and its shape."""
+    parents, needs, shapes, kinds = [], [], [], []
+    for a in args:
+        if isinstance(a, Tensor) and a.requires_grad:
+            parents.append(a if a.grad_fn is None else a.grad_fn)
+            needs.append(True)
+            shapes.append(a.data.shape)
+            kinds.append(a.data.dtype)
+        else:
+            parents.append(None)
+            needs.append(False)
+            shapes.append(None)
+            kinds.append(None)
+    ctx.parents = tuple(parents)
+    ctx.needs_input_grad = tuple(needs)
+    ctx.in_shapes = shapes
+    ctx.in_dtypes = kinds
+    ctx._record = True
+
+
+def _saved_source(array, args, out):
+    """Where a saved array came from: (source, version counter, version at save time)."""
+    if array is out:
+        return (_OUTPUT, None, 0)
+    if isinstance(array, np.ndarray):
+        for a in args:
+            if isinstance(a, Tensor) and a.data is array:
+                return (a if a.requires_grad else None, a._version, a._version[0])
+    return (None, None, 0)
+
+
+class RemovableHandle:
+    def __init__(self, hooks, hook):
+        self._hooks, self._hook = hooks, hook
+
+    def remove(self):
+        if self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+
+
+# ---- unbroadcasting: the one place a gradient is summed back to its input's shape -----------
+def unbroadcast(grad, shape):
+    """Sum `grad` (ndarray or Tensor) over the axes along which `shape` was broadcast."""
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape) if grad.shape != shape else grad
+
+
+# ---- the backward sweep ---------------------------------------------------------------------
+def _dependencies(roots):
+    """For every node reachable from `roots`: how many edges point to it from its consumers."""
+    deps = {}
+    stack = [r for r in roots if not isinstance(r, Tensor)]
+    seen = set(stack)
+    while stack:
+        node = stack.pop()
+        for p in node.parents:
+            if p is None:
+                continue
+            deps[p] = deps.get(p, 0) + 1
+            if p not in seen and not isinstance(p, Tensor):
+                seen.add(p)
+                stack.append(p)
+    return deps
+
+
+def _needed(roots, deps, targets):
+    """The nodes from which some target is reachable (only those run for `cr.grad`)."""
+    order, counts = [], dict(deps)
+    ready = [r for r in roots if counts.get(r, 0) == 0]
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        if not isinstance(node, Tensor):
+            for p in node.parents:
+                if p is not None:
+                    counts[p] -= 1
+                    if counts[p] == 0:
+                        ready.append(p)
+    needed = set(targets)
+    for node in reversed(order):
+        if not isinstance(node, Tensor) and any(p in needed for p in node.parents if p is not None):
+            needed.add(node)
+    return needed
+
+
+def _root_grads(outputs, grad_outputs, create_graph):
+    grads = []
+    for i, out in enumerate(outputs):
+        if not isinstance(out, Tensor):
+            raise ArgumentError(f"backward: output {i} is a {type(out).__name__}, not a Tensor")
+        if not out.requires_grad:
+            raise GraphError(f"element {i} of the outputs does not require grad and has no grad_fn: "
+                             "nothing to differentiate")
+        g = None if grad_outputs is None else grad_outputs[i]
+        if g is None:
+            if out.data.size != 1:
+                raise GraphError(f"backward: gradient can be implied only for scalar outputs, this "
+                                 f"output has shape {out.shape}; pass gradient= of that shape")
+            g = np.ones_like(out.data)
+        elif isinstance(g, Tensor):
+            g = g if create_graph else g.data
+        else:
+            g = np.asarray(g, dtype=out.data.dtype)
+        if g.shape != out.data.shape:
+            raise shape_error("backward", g.shape, out.data.shape,
+                              detail="the gradient's shape must equal the output's")
+        if create_graph and not isinstance(g, Tensor):
+            g = Tensor._make(g)
+        grads.append(g)
+    return grads
+
+
+def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, inputs=None):
+    """Run the backward sweep from `outputs`.
+
+    Without `inputs`, gradients accumulate into every reachable leaf's `.grad`. With `inputs`
+    (the functional `grad`), their gradients are returned instead and `.grad` is left alone.
+    """
+    if retain_graph is None:
+        retain_graph = create_graph
+    roots_g = _root_grads(outputs, grad_outputs, create_graph)
+    roots = [o if o.grad_fn is None else o.grad_fn for o in outputs]
+    grads = {}
+    for r, g in zip(roots, roots_g):
+        grads[r] = grads[r] + g if r in grads else g
+    deps = _dependencies(roots)
+    capture = needed = None
+    if inputs is not None:
+        capture = {(t if t.grad_fn is None else t.grad_fn): None for t in inputs}
+        needed = _needed(roots, deps, capture)
+    aliased = {id(g) for g in roots_g}  # arrays that must be copied before a leaf owns them
+    ready = [r for r in dict.fromkeys(roots) if deps.get(r, 0) == 0]
+    prev_mode, prev_create = _state.grad_enabled, _state.create_graph
+    _state.grad_enabled = _state.create_graph = create_graph
+    try:
+        while ready:
+            node = ready.pop()
+            g = grads.pop(node, None)
+            if isinstance(node, Tensor):  # a leaf: every contribution has arrived
+                if g is not None:
+                    if node._hooks:
+                        g = _run_hooks(node._hooks, g, create_graph)
+                    if capture is None:
+                        _accumulate(node, g, id(g) in aliased, create_graph)
+                    elif node in capture:
+                        capture[node] = g
+                continue
+            if g is not None and node._hooks:
+                g = _run_hooks(node._hooks, g, create_graph)
+            if g is not None and node._retained is not None:
+                t = node._retained()
+                if t is not None:
+                    aliased.add(id(g))
+                    t.grad = _as_tensor(g) if t.grad is None else _as_tensor(t.grad.data + _data(g))
+            if capture is not None:
+                if node in capture:
+                    capture[node] = g
+                if node not in needed:
+                    g = None
+            if g is not None:
+                if node._saved is None:
+                    raise GraphError(_FREED)
+                out = node.backward(node, g)
+                if type(out) is not tuple:
+                    out = (out,)
+                if _state.anomaly:
+                    _check_finite(f"{type(node).__name__} backward", [_data(o) for o in out],
+                                  "gradient", node._trace)
+                if not retain_graph and node._saved:
+                    node._saved = None
+            for i, p in enumerate(node.parents):
+                if p is None:
+                    continue
+                gp = out[i] if g is not None and i < len(out) else None
+                if gp is not None:
+                    if gp is g or any(gp is o for o in out[:i]):
+                        aliased.add(id(gp))
+                    if gp.shape != node.in_shapes[i]:
+                        try:
+                            gp = unbroadcast(gp, node.in_shapes[i])
+                        except ValueError:
+                            raise shape_error(f"{type(node).__name__} backward", gp.shape,
+                                              node.in_shapes[i],
+                                              detail="gradient does not fit the input") from None
+                    if gp.dtype != node.in_dtypes[i]:
+                        gp = gp.astype(node.in_dtypes[i])
+                    grads[p] = grads[p] + gp if p in grads else gp
+                d = deps[p] - 1
+                deps[p] = d
+                if d == 0:
+                    ready.append(p)
+    finally:
+        _state.grad_enabled, _state.create_graph = prev_mode, prev_create
+    if capture is not None:
+        return [capture[t if t.grad_fn is None else t.grad_fn] for t in inputs]
+
+
+def _data(g):
+    return g.data if isinstance(g, Tensor) else g
+
+
+def _as_tensor(g):
+    return g if isinstance(g, Tensor) else Tensor._make(g)
+
+
+def _run_hooks(hooks, g, create_graph):
+    for hook in list(hooks):
+        r = hook(_as_tensor(g))
+        if r is not None:
+            g = r if create_graph else _data(r)
+    return g
+
+
+def _accumulate(leaf, g, aliased, create_graph):
+    """Add g into leaf.grad. The first gradient becomes .grad itself unless something else
+    may hold it (a view, or an array handed to two places): then it is copied."""
+    if create_graph:
+        g = _as_tensor(g)
+        leaf.grad = (g.clone() if aliased else g) if leaf.grad is None else leaf.grad + g
+        return
+    if leaf.grad is None:
+        if aliased or not g.flags.owndata or not g.flags.writeable:
+            g = g.copy()
+        leaf.grad = Tensor._make(g)
+    elif leaf.grad.data.flags.writeable and leaf.grad.grad_fn is None:
+        np.add(leaf.grad.data, g, out=leaf.grad.data)
+    else:
+        leaf.grad = Tensor._make(leaf.grad.data + g)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False):
+    """d(outputs)/d(inputs) as a tuple of Tensors, without touching any `.grad`."""
+    single = isinstance(outputs, Tensor)
+    outputs = (outputs,) if single else tuple(outputs)
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if grad_outputs is not None:
+        grad_outputs = (grad_outputs,) if isinstance(grad_outputs, Tensor) or not isinstance(
+            grad_outputs, (list, tuple)) else tuple(grad_outputs)
+    for i, t in enumerate(inputs):
+        if not t.requires_grad:
+            raise GraphError(f"grad: input {i} does not require grad")
+    result = backward(outputs, grad_outputs, retain_graph, create_graph, inputs=inputs)
+    out = []
+    for i, g in enumerate(result):
+        if g is None and not allow_unused:
+            raise GraphError(f"grad: input {i} was not used to compute the outputs; pass "
+                             "allow_unused=True to get None for it")
+        out.append(None if g is None else _as_tensor(g) if create_graph else Tensor._make(g.copy()))
+    return tuple(out)
+
+
+def saved_bytes(tensor):
+    """Bytes of the arrays the graph behind `tensor` keeps for backward (each array once)."""
+    if tensor.grad_fn is None:
+        return 0
+    deps = _dependencies([tensor.grad_fn])
+    seen, total = set(), 0
+    for node in list(deps) + [tensor.grad_fn]:
+        if isinstance(node, Tensor) or not node._saved:
+            continue
+        for a in node._saved:
+            if isinstance(a, np.ndarray) and id(a) not in seen:
+                seen.add(id(a))
+                total += a.nbytes
+    return total
+

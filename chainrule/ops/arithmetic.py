@@ -1,0 +1,127 @@
+"""Arithmetic primitives: +, *, /, ** and @. Broadcasting is undone by the engine."""
+import numpy as np
+
+from chainrule.autograd import Function
+from chainrule.errors import matmul_error, shape_error
+from chainrule.ops import dual
+from chainrule.tensor import Tensor
+
+
+class _Binary(Function):
+    @classmethod
+    def shape_error(cls, arrays, err):
+        shapes = [np.shape(a) for a in arrays[:2]]
+        return shape_error(cls.__name__.lower(), *shapes, detail="shapes cannot be broadcast together")
+
+
+class Add(_Binary):
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad
+
+
+class Mul(_Binary):
+    @staticmethod
+    def forward(ctx, a, b):
+        if ctx.needs_input_grad:  # keep only what the wanted gradients need
+            ctx.save_for_backward(a if ctx.needs_input_grad[1] else None,
+                                  b if ctx.needs_input_grad[0] else None)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        return (grad * b if need_a else None), (grad * a if need_b else None)
+
+
+class Div(_Binary):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        ga = grad / b if need_a else None
+        return ga, (-(ga if need_a else grad / b) * a / b if need_b else None)
+
+
+class Pow(_Binary):
+    @staticmethod
+    def forward(ctx, a, b):
+        out = a ** b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, out = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        ga = grad * b * a ** (b - 1) if need_a else None
+        gb = None
+        if need_b:  # d(a**b)/db = a**b log(a), taken as 0 where a == 0 (as PyTorch does)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gb = dual.where(a == 0, 0.0, grad * out * dual.log(a))
+        return ga, gb
+
+
+class Matmul(Function):
+    """PyTorch's matmul: 1-D operands are promoted and the added dim removed; batch dims broadcast."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        need_a, need_b = ctx.needs_input_grad
+        ga = gb = None
+        if a.ndim == 1 and b.ndim == 1:
+            return (grad * b if need_a else None), (grad * a if need_b else None)
+        if a.ndim == 1:  # (k,) @ (..., k, m)
+            g = grad.reshape(grad.shape[:-1] + (1, grad.shape[-1]))
+            if need_a:
+                ga = (g @ b.swapaxes(-1, -2)).reshape(grad.shape[:-1] + (a.shape[0],))
+            if need_b:
+                gb = a.reshape((a.shape[0], 1)) * g
+            return ga, gb
+        if b.ndim == 1:  # (..., n, k) @ (k,)
+            g = grad.reshape(grad.shape + (1,))
+            if need_a:
+                ga = g * b
+            if need_b:
+                gb = (a.swapaxes(-1, -2) @ g).reshape(a.shape[:-2] + (b.shape[0],))
+            return ga, gb
+        if need_a:
+            ga = grad @ b.swapaxes(-1, -2)
+        if need_b:
+            if b.ndim == 2 and a.ndim > 2:  # sum over the batch inside one matmul
+                k, m = a.shape[-1], grad.shape[-1]
+                gb = a.reshape(-1, k).swapaxes(0, 1) @ grad.reshape(-1, m)
+            else:
+                gb = a.swapaxes(-1, -2) @ grad
+        return ga, gb
+
+    @classmethod
+    def shape_error(cls, arrays, err):
+        return matmul_error(np.shape(arrays[0]), np.shape(arrays[1]))
+
+
+def sub(a, b):
+    """a - b, composed as a + (-b)."""
+    if not isinstance(b, Tensor):
+        return Add.apply(a, -np.asarray(b) if isinstance(b, (list, tuple)) else -b)
+    return Add.apply(a, Mul.apply(b, -1.0))
+
+
+def matmul(a, b):
+    return Matmul.apply(a, b)
