@@ -17,8 +17,8 @@ from chainrule.creation import (arange, empty, eye, from_numpy, full, full_like,
                                 zeros_like)
 from chainrule.ops import (amax, amin, cat, clamp, expand, log_softmax, logsumexp, matmul,
                            maximum, minimum, permute, prod, reshape, softmax, stack, sum, where)
-from chainrule.functional import (argmax, argmin, chunk, cross_entropy, flatten, gather, max, mean,
-                                  min, one_hot, split, squeeze, std, take_along_dim, transpose,
+from chainrule.functional import (argmax, argmin, chunk, cross_entropy, flatten, gather, linear,
+                                  max, mean, min, one_hot, split, squeeze, std, take_along_dim, transpose,
                                   unsqueeze, var)
 from chainrule.testing import GradcheckError, gradcheck, gradgradcheck
 from chainrule import functional, ops

@@ -160,15 +160,19 @@ class Function:
     @classmethod
     def apply(cls, *args):
         ctx = _new(cls)
+        arrays = []
         record = False
-        if _state.grad_enabled:
-            for a in args:
-                if isinstance(a, Tensor) and a.requires_grad:
+        for a in args:
+            if isinstance(a, Tensor):
+                arrays.append(a.data)
+                if a.requires_grad:
                     record = True
-                    break
-        if record:
+            else:
+                arrays.append(a)
+        if record and _state.grad_enabled:
             _link(ctx, args)
-        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        else:
+            record = False
         try:
             out = cls.forward(ctx, *arrays)
         except ValueError as e:
@@ -186,7 +190,7 @@ class Function:
             if record:
                 t._base = args[0] if args[0]._base is None else args[0]._base
         if ctx._saved:
-            ctx._saved_meta = tuple(_saved_source(s, args, out) for s in ctx._saved)
+            ctx._saved_meta = [_saved_source(s, args, t) for s in ctx._saved]
         return t
 
     # ---- hooks and retained grads of the output tensor (non-leaf) ----------------------------
@@ -201,7 +205,8 @@ class Function:
 
     @property
     def next_functions(self):
-        return self.parents
+        """The nodes (or leaf Tensors) this node sends gradients to, one per input needing one."""
+        return tuple(e[1] for e in self.edges)
 
 
 _new = object.__new__
@@ -211,30 +216,24 @@ _FREED = ("trying to backward through the graph a second time (or to read saved 
 
 
 def _link(ctx, args):
-    """Record on ctx where each input came from (its node, or the leaf itself) and its shape."""
-    parents, needs, shapes, kinds = [], [], [], []
-    for a in args:
+    """Record on ctx its edges: for each input that requires grad, (argument position, where its
+    gradient goes (its node, or the leaf Tensor itself), its shape, its dtype)."""
+    edges, needs = [], []
+    for i, a in enumerate(args):
         if isinstance(a, Tensor) and a.requires_grad:
-            parents.append(a if a.grad_fn is None else a.grad_fn)
+            edges.append((i, a.grad_fn or a, a.data.shape, a.data.dtype))
             needs.append(True)
-            shapes.append(a.data.shape)
-            kinds.append(a.data.dtype)
         else:
-            parents.append(None)
             needs.append(False)
-            shapes.append(None)
-            kinds.append(None)
-    ctx.parents = tuple(parents)
+    ctx.edges = edges
     ctx.needs_input_grad = tuple(needs)
-    ctx.in_shapes = shapes
-    ctx.in_dtypes = kinds
     ctx._record = True
 
 
 def _saved_source(array, args, out):
     """Where a saved array came from: (source, version counter, version at save time)."""
-    if array is out:
-        return (_OUTPUT, None, 0)
+    if array is out.data:  # the output's counter too: `y = x.exp(); y.add_(1)` must be caught
+        return (_OUTPUT, out._version, out._version[0])
     if isinstance(array, np.ndarray):
         for a in args:
             if isinstance(a, Tensor) and a.data is array:
@@ -269,14 +268,15 @@ def _dependencies(roots):
     stack = [r for r in roots if not isinstance(r, Tensor)]
     seen = set(stack)
     while stack:
-        node = stack.pop()
-        for p in node.parents:
-            if p is None:
-                continue
-            deps[p] = deps.get(p, 0) + 1
-            if p not in seen and not isinstance(p, Tensor):
-                seen.add(p)
-                stack.append(p)
+        for edge in stack.pop().edges:
+            p = edge[1]
+            if p in deps:
+                deps[p] += 1
+            else:
+                deps[p] = 1
+                if p not in seen and not isinstance(p, Tensor):
+                    seen.add(p)
+                    stack.append(p)
     return deps
 
 
@@ -288,14 +288,13 @@ def _needed(roots, deps, targets):
         node = ready.pop()
         order.append(node)
         if not isinstance(node, Tensor):
-            for p in node.parents:
-                if p is not None:
-                    counts[p] -= 1
-                    if counts[p] == 0:
-                        ready.append(p)
+            for _, p, _, _ in node.edges:
+                counts[p] -= 1
+                if counts[p] == 0:
+                    ready.append(p)
     needed = set(targets)
     for node in reversed(order):
-        if not isinstance(node, Tensor) and any(p in needed for p in node.parents if p is not None):
+        if not isinstance(node, Tensor) and any(e[1] in needed for e in node.edges):
             needed.add(node)
     return needed
 
@@ -336,17 +335,18 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
     if retain_graph is None:
         retain_graph = create_graph
     roots_g = _root_grads(outputs, grad_outputs, create_graph)
-    roots = [o if o.grad_fn is None else o.grad_fn for o in outputs]
+    roots = [o.grad_fn or o for o in outputs]
     grads = {}
     for r, g in zip(roots, roots_g):
         grads[r] = grads[r] + g if r in grads else g
     deps = _dependencies(roots)
     capture = needed = None
     if inputs is not None:
-        capture = {(t if t.grad_fn is None else t.grad_fn): None for t in inputs}
+        capture = {t.grad_fn or t: None for t in inputs}
         needed = _needed(roots, deps, capture)
     aliased = {id(g) for g in roots_g}  # arrays that must be copied before a leaf owns them
-    ready = [r for r in dict.fromkeys(roots) if deps.get(r, 0) == 0]
+    ready = [r for r in dict.fromkeys(roots) if r not in deps]
+    anomaly = _state.anomaly
     prev_mode, prev_create = _state.grad_enabled, _state.create_graph
     _state.grad_enabled = _state.create_graph = create_graph
     try:
@@ -362,46 +362,42 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
                     elif node in capture:
                         capture[node] = g
                 continue
-            if g is not None and node._hooks:
-                g = _run_hooks(node._hooks, g, create_graph)
-            if g is not None and node._retained is not None:
-                t = node._retained()
-                if t is not None:
-                    aliased.add(id(g))
-                    t.grad = _as_tensor(g) if t.grad is None else _as_tensor(t.grad.data + _data(g))
-            if capture is not None:
-                if node in capture:
-                    capture[node] = g
-                if node not in needed:
-                    g = None
             if g is not None:
-                if node._saved is None:
-                    raise GraphError(_FREED)
-                out = node.backward(node, g)
-                if type(out) is not tuple:
-                    out = (out,)
-                if _state.anomaly:
-                    _check_finite(f"{type(node).__name__} backward", [_data(o) for o in out],
-                                  "gradient", node._trace)
-                if not retain_graph and node._saved:
-                    node._saved = None
-            for i, p in enumerate(node.parents):
-                if p is None:
-                    continue
-                gp = out[i] if g is not None and i < len(out) else None
+                if node._hooks is not None or node._retained is not None:
+                    g = _output_hooks(node, g, create_graph, aliased)
+                if capture is not None:
+                    if node in capture:
+                        capture[node] = g
+                    if node not in needed:
+                        g = None
+            if g is None:  # nothing flows through this node: only release its parents
+                for edge in node.edges:
+                    p = edge[1]
+                    deps[p] -= 1
+                    if deps[p] == 0:
+                        ready.append(p)
+                continue
+            if node._saved is None:
+                raise GraphError(_FREED)
+            out = node.backward(node, g)
+            if type(out) is not tuple:
+                out = (out,)
+            if anomaly:
+                _check_finite(f"{type(node).__name__} backward", [_data(o) for o in out],
+                              "gradient", node._trace)
+            if not retain_graph and node._saved:
+                node._saved = None
+            for i, p, shape, dtype in node.edges:
+                gp = out[i] if i < len(out) else None
                 if gp is not None:
-                    if gp is g or any(gp is o for o in out[:i]):
+                    if gp is g:
                         aliased.add(id(gp))
-                    if gp.shape != node.in_shapes[i]:
-                        try:
-                            gp = unbroadcast(gp, node.in_shapes[i])
-                        except ValueError:
-                            raise shape_error(f"{type(node).__name__} backward", gp.shape,
-                                              node.in_shapes[i],
-                                              detail="gradient does not fit the input") from None
-                    if gp.dtype != node.in_dtypes[i]:
-                        gp = gp.astype(node.in_dtypes[i])
-                    grads[p] = grads[p] + gp if p in grads else gp
+                    if gp.shape != shape:
+                        gp = _unbroadcast_edge(node, gp, shape)
+                    if gp.dtype != dtype:
+                        gp = gp.astype(dtype)
+                    old = grads.get(p)
+                    grads[p] = gp if old is None else old + gp
                 d = deps[p] - 1
                 deps[p] = d
                 if d == 0:
@@ -409,7 +405,26 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
     finally:
         _state.grad_enabled, _state.create_graph = prev_mode, prev_create
     if capture is not None:
-        return [capture[t if t.grad_fn is None else t.grad_fn] for t in inputs]
+        return [capture[t.grad_fn or t] for t in inputs]
+
+
+def _unbroadcast_edge(node, grad, shape):
+    try:
+        return unbroadcast(grad, shape)
+    except ValueError:
+        raise shape_error(f"{type(node).__name__} backward", grad.shape, shape,
+                          detail="the gradient does not fit the input") from None
+
+
+def _output_hooks(node, g, create_graph, aliased):
+    """Hooks registered on the node's output tensor, then retain_grad()."""
+    if node._hooks:
+        g = _run_hooks(node._hooks, g, create_graph)
+    t = node._retained() if node._retained is not None else None
+    if t is not None:
+        aliased.add(id(g))
+        t.grad = _as_tensor(g) if t.grad is None else _as_tensor(t.grad.data + _data(g))
+    return g
 
 
 def _data(g):

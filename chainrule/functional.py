@@ -6,6 +6,7 @@ import numpy as np
 from chainrule import ops
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.ops import normalize_dim, reduce_args
+from chainrule.ops.fused import Linear, SoftmaxCrossEntropy, check_class_targets
 from chainrule.tensor import Tensor
 
 
@@ -164,19 +165,20 @@ def one_hot(labels, num_classes=-1):
     return Tensor._make((y[..., None] == np.arange(num_classes)).astype(np.int64))
 
 
-def cross_entropy(logits, targets):
-    """Mean of -log softmax(logits)[target]. logits (N, C), targets (N,) class indices."""
+def cross_entropy(logits, targets, reduction="mean"):
+    """-log softmax(logits)[target]: logits (N, C), targets (N,) class indices; mean/sum/none.
+
+    One fused node (ops.fused.SoftmaxCrossEntropy) whose gradient is softmax - one_hot."""
     t = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-    if logits.ndim != 2 or t.shape != logits.shape[:1]:
-        raise shape_error("cross_entropy", logits.shape, t.shape,
-                          detail="expected logits (N, C) and class indices (N,)")
-    if t.dtype.kind not in "iu":
-        raise ArgumentError(f"cross_entropy: targets must be integer class indices, got {t.dtype}")
-    if t.size and (t.min() < 0 or t.max() >= logits.shape[1]):
-        raise ArgumentError(f"cross_entropy: targets must lie in [0, {logits.shape[1]}), got "
-                            f"values from {t.min()} to {t.max()}")
-    picked = ops.log_softmax(logits, 1)[np.arange(t.shape[0]), t]
-    return -mean(picked)
+    check_class_targets("cross_entropy", logits.shape, t)
+    if reduction not in ("mean", "sum", "none"):
+        raise ArgumentError(f"cross_entropy: reduction must be mean, sum or none, got {reduction!r}")
+    return SoftmaxCrossEntropy.apply(logits, t, reduction)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias: x (..., in), weight (out, in), bias (out,) -> (..., out). One node."""
+    return Linear.apply(x, weight, bias)
 
 
 softmax, log_softmax, logsumexp = ops.softmax, ops.log_softmax, ops.logsumexp

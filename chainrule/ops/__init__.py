@@ -2,7 +2,7 @@
 
 arithmetic: Add Mul Div Pow Matmul; pointwise: Exp Log Log1p Expm1 Sqrt Sin Cos Tanh Sigmoid ReLU
 Abs Maximum Minimum Clamp Where Clone Cast; reduce: Sum Amax Amin Prod Logsumexp Softmax LogSoftmax;
-movement: Reshape Permute Expand Cat Stack Index IndexAdd IndexPut.
+fused (for measured speed): Linear SoftmaxCrossEntropy; movement: Reshape Permute Expand Cat Stack Index IndexAdd IndexPut.
 """
 from chainrule.ops.arithmetic import Add, Div, Matmul, Mul, Pow, matmul, sub
 from chainrule.ops.pointwise import (Abs, Cast, Clamp, Clone, Cos, Exp, Expm1, Log, Log1p,
@@ -14,3 +14,4 @@ from chainrule.ops.reduce import (Amax, Amin, Logsumexp, LogSoftmax, Prod, Softm
 from chainrule.ops.movement import (Cat, Expand, Index, IndexAdd, IndexPut, Permute, Reshape,
                                     Stack, cat, expand, getitem, inplace, permute, reshape,
                                     setitem, stack)
+from chainrule.ops.fused import Linear, SoftmaxCrossEntropy
