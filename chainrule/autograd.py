@@ -2,14 +2,17 @@
 
 A recorded operation is a `Function` instance (its `ctx`): it knows its parents (the nodes, or
 leaf Tensors, its inputs came from), the arrays it saved for backward, and the input shapes.
-`backward` walks these nodes once, in an order where every node runs after all of its consumers
-(Kahn's algorithm on dependency counts: iterative, so deep graphs never hit the recursion limit),
-sums each node's incoming gradients, calls its `backward`, unbroadcasts the results to the input
-shapes and hands them on. Saved arrays are released as each node finishes.
+`backward` walks these nodes once, latest-created first (a heap on creation order, as PyTorch's
+engine does): a node's consumers were all created after it, so its gradient is complete when it
+runs. The walk is a loop, never recursion, so deep graphs cannot hit the recursion limit. Each node
+sums its incoming gradients, calls its `backward`, and hands the results, unbroadcast to the input
+shapes, to its inputs. Saved arrays are released as each node finishes; leaves accumulate last.
 """
 import functools
+import itertools
 import traceback
 import weakref
+from heapq import heappop, heappush
 
 import numpy as np
 
@@ -60,6 +63,7 @@ class enable_grad(_GradMode):
 class set_grad_enabled(_GradMode):
     def __init__(self, mode):
         self.enabled = bool(mode)
+        self._prev = _state.grad_enabled  # restored by __exit__ when used as a context manager
         _state.grad_enabled = self.enabled  # like PyTorch, it also works as a plain function call
 
     def __enter__(self):
@@ -190,7 +194,7 @@ class Function:
             if record:
                 t._base = args[0] if args[0]._base is None else args[0]._base
         if ctx._saved:
-            ctx._saved_meta = [_saved_source(s, args, t) for s in ctx._saved]
+            ctx._saved_meta = _saved_sources(ctx._saved, args, t)
         return t
 
     # ---- hooks and retained grads of the output tensor (non-leaf) ----------------------------
@@ -210,6 +214,7 @@ class Function:
 
 
 _new = object.__new__
+_sequence = itertools.count()  # creation order: a node's inputs always come before it
 _OUTPUT = object()
 _FREED = ("trying to backward through the graph a second time (or to read saved arrays after they "
           "were freed); pass retain_graph=True to the first backward() if you need to")
@@ -228,17 +233,28 @@ def _link(ctx, args):
     ctx.edges = edges
     ctx.needs_input_grad = tuple(needs)
     ctx._record = True
+    ctx._seq = next(_sequence)
 
 
-def _saved_source(array, args, out):
-    """Where a saved array came from: (source, version counter, version at save time)."""
-    if array is out.data:  # the output's counter too: `y = x.exp(); y.add_(1)` must be caught
-        return (_OUTPUT, out._version, out._version[0])
-    if isinstance(array, np.ndarray):
+def _saved_sources(saved, args, out):
+    """For each saved array: (where it came from, its version counter, the version when saved).
+    The source is the input Tensor it is the data of, _OUTPUT, or None (made inside forward).
+    The output's counter is tracked too: `y = x.exp(); y.add_(1)` must be caught."""
+    meta = []
+    for array in saved:
+        if array is out.data:
+            meta.append((_OUTPUT, out._version, out._version[0]))
+            continue
         for a in args:
             if isinstance(a, Tensor) and a.data is array:
-                return (a if a.requires_grad else None, a._version, a._version[0])
-    return (None, None, 0)
+                meta.append((a if a.requires_grad else None, a._version, a._version[0]))
+                break
+        else:
+            meta.append(_INTERNAL_META)
+    return meta
+
+
+_INTERNAL_META = (None, None, 0)
 
 
 class RemovableHandle:
@@ -262,41 +278,32 @@ def unbroadcast(grad, shape):
 
 
 # ---- the backward sweep ---------------------------------------------------------------------
-def _dependencies(roots):
-    """For every node reachable from `roots`: how many edges point to it from its consumers."""
-    deps = {}
+def _reachable(roots):
+    """Every node and leaf reachable from `roots` through edges."""
+    seen = set(roots)
     stack = [r for r in roots if not isinstance(r, Tensor)]
-    seen = set(stack)
     while stack:
         for edge in stack.pop().edges:
             p = edge[1]
-            if p in deps:
-                deps[p] += 1
-            else:
-                deps[p] = 1
-                if p not in seen and not isinstance(p, Tensor):
-                    seen.add(p)
+            if p not in seen:
+                seen.add(p)
+                if not isinstance(p, Tensor):
                     stack.append(p)
-    return deps
+    return seen
 
 
-def _needed(roots, deps, targets):
+def _needed(roots, targets):
     """The nodes from which some target is reachable (only those run for `cr.grad`)."""
-    order, counts = [], dict(deps)
-    ready = [r for r in roots if counts.get(r, 0) == 0]
-    while ready:
-        node = ready.pop()
-        order.append(node)
-        if not isinstance(node, Tensor):
-            for _, p, _, _ in node.edges:
-                counts[p] -= 1
-                if counts[p] == 0:
-                    ready.append(p)
+    nodes = sorted((n for n in _reachable(roots) if not isinstance(n, Tensor)), key=_seq_of)
     needed = set(targets)
-    for node in reversed(order):
-        if not isinstance(node, Tensor) and any(e[1] in needed for e in node.edges):
+    for node in nodes:  # inputs before the nodes that consume them
+        if any(e[1] in needed for e in node.edges):
             needed.add(node)
     return needed
+
+
+def _seq_of(node):
+    return node._seq
 
 
 def _root_grads(outputs, grad_outputs, create_graph):
@@ -335,48 +342,36 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
     if retain_graph is None:
         retain_graph = create_graph
     roots_g = _root_grads(outputs, grad_outputs, create_graph)
-    roots = [o.grad_fn or o for o in outputs]
-    grads = {}
-    for r, g in zip(roots, roots_g):
-        grads[r] = grads[r] + g if r in grads else g
-    deps = _dependencies(roots)
+    grads, heap, leaves = {}, [], []
+    for out, g in zip(outputs, roots_g):
+        r = out.grad_fn or out
+        if r in grads:
+            grads[r] = grads[r] + g
+        else:
+            grads[r] = g
+            if r is out:
+                leaves.append(r)
+            else:
+                heappush(heap, (-r._seq, r))
     capture = needed = None
     if inputs is not None:
         capture = {t.grad_fn or t: None for t in inputs}
-        needed = _needed(roots, deps, capture)
+        needed = _needed([o.grad_fn or o for o in outputs], capture)
     aliased = {id(g) for g in roots_g}  # arrays that must be copied before a leaf owns them
-    ready = [r for r in dict.fromkeys(roots) if r not in deps]
     anomaly = _state.anomaly
     prev_mode, prev_create = _state.grad_enabled, _state.create_graph
     _state.grad_enabled = _state.create_graph = create_graph
     try:
-        while ready:
-            node = ready.pop()
-            g = grads.pop(node, None)
-            if isinstance(node, Tensor):  # a leaf: every contribution has arrived
-                if g is not None:
-                    if node._hooks:
-                        g = _run_hooks(node._hooks, g, create_graph)
-                    if capture is None:
-                        _accumulate(node, g, id(g) in aliased, create_graph)
-                    elif node in capture:
-                        capture[node] = g
-                continue
-            if g is not None:
-                if node._hooks is not None or node._retained is not None:
-                    g = _output_hooks(node, g, create_graph, aliased)
-                if capture is not None:
-                    if node in capture:
-                        capture[node] = g
-                    if node not in needed:
-                        g = None
-            if g is None:  # nothing flows through this node: only release its parents
-                for edge in node.edges:
-                    p = edge[1]
-                    deps[p] -= 1
-                    if deps[p] == 0:
-                        ready.append(p)
-                continue
+        while heap:  # latest node first: all of its consumers were created after it
+            node = heappop(heap)[1]
+            g = grads.pop(node)
+            if node._hooks is not None or node._retained is not None:
+                g = _output_hooks(node, g, create_graph, aliased)
+            if capture is not None:
+                if node in capture:
+                    capture[node] = g
+                if node not in needed:
+                    continue
             if node._saved is None:
                 raise GraphError(_FREED)
             out = node.backward(node, g)
@@ -387,21 +382,34 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
                               "gradient", node._trace)
             if not retain_graph and node._saved:
                 node._saved = None
+                node._saved_meta = ()  # it holds saved input Tensors (and so their arrays) too
             for i, p, shape, dtype in node.edges:
                 gp = out[i] if i < len(out) else None
-                if gp is not None:
-                    if gp is g:
-                        aliased.add(id(gp))
-                    if gp.shape != shape:
-                        gp = _unbroadcast_edge(node, gp, shape)
-                    if gp.dtype != dtype:
-                        gp = gp.astype(dtype)
-                    old = grads.get(p)
-                    grads[p] = gp if old is None else old + gp
-                d = deps[p] - 1
-                deps[p] = d
-                if d == 0:
-                    ready.append(p)
+                if gp is None:
+                    continue
+                if gp is g:
+                    aliased.add(id(gp))
+                if gp.shape != shape:
+                    gp = _unbroadcast_edge(node, gp, shape)
+                if gp.dtype != dtype:
+                    gp = gp.astype(dtype)
+                old = grads.get(p)
+                if old is not None:
+                    grads[p] = old + gp
+                    continue
+                grads[p] = gp
+                if isinstance(p, Tensor):
+                    leaves.append(p)
+                else:
+                    heappush(heap, (-p._seq, p))
+        for leaf in leaves:  # last, so that hooks see the whole gradient
+            g = grads.pop(leaf)
+            if leaf._hooks:
+                g = _run_hooks(leaf._hooks, g, create_graph)
+            if capture is None:
+                _accumulate(leaf, g, id(g) in aliased, create_graph)
+            elif leaf in capture:
+                capture[leaf] = g
     finally:
         _state.grad_enabled, _state.create_graph = prev_mode, prev_create
     if capture is not None:
@@ -446,12 +454,15 @@ def _run_hooks(hooks, g, create_graph):
 def _accumulate(leaf, g, aliased, create_graph):
     """Add g into leaf.grad. The first gradient becomes .grad itself unless something else
     may hold it (a view, or an array handed to two places): then it is copied."""
+    if leaf.grad is None and not create_graph and not aliased and g.base is None:
+        leaf.grad = Tensor._make(g)
+        return
     if create_graph:
         g = _as_tensor(g)
         leaf.grad = (g.clone() if aliased else g) if leaf.grad is None else leaf.grad + g
         return
     if leaf.grad is None:
-        if aliased or not g.flags.owndata or not g.flags.writeable:
+        if aliased or g.base is not None:  # a view, or an array someone else holds
             g = g.copy()
         leaf.grad = Tensor._make(g)
     elif leaf.grad.data.flags.writeable and leaf.grad.grad_fn is None:
@@ -486,9 +497,8 @@ def saved_bytes(tensor):
     """Bytes of the arrays the graph behind `tensor` keeps for backward (each array once)."""
     if tensor.grad_fn is None:
         return 0
-    deps = _dependencies([tensor.grad_fn])
     seen, total = set(), 0
-    for node in list(deps) + [tensor.grad_fn]:
+    for node in _reachable([tensor.grad_fn]):
         if isinstance(node, Tensor) or not node._saved:
             continue
         for a in node._saved:

@@ -52,9 +52,9 @@ class SoftmaxCrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, target, reduction):
         rows = np.arange(len(target))
-        z = logits - logits.max(axis=1, keepdims=True)
+        z = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
         e = np.exp(z)
-        s = e.sum(axis=1, keepdims=True)
+        s = np.add.reduce(e, axis=1, keepdims=True)
         losses = np.log(s[:, 0]) - z[rows, target]
         ctx.save_for_backward(e / s, logits)  # the softmax; logits only for create_graph
         ctx.target, ctx.reduction = target, reduction
@@ -88,7 +88,7 @@ def check_class_targets(op, logits_shape, target):
     if target.dtype.kind not in "iu":
         raise ArgumentError(f"{op}: targets must be integer class indices, got {target.dtype}")
     if target.size:
-        lo, hi = target.min(), target.max()
+        lo, hi = np.minimum.reduce(target, axis=None), np.maximum.reduce(target, axis=None)
         if lo < 0 or hi >= logits_shape[1]:
             raise ArgumentError(f"{op}: targets must lie in [0, {logits_shape[1]}), got values "
                                 f"from {lo} to {hi}")
