@@ -84,4 +84,9 @@ def is_tensor(obj):
     return isinstance(obj, Tensor)
 
 
+from chainrule.errors import SerializationError  # noqa: E402
+from chainrule.serialization import load, save  # noqa: E402
+from chainrule import optim  # noqa: E402
+from chainrule import nn  # noqa: E402
+
 __version__ = "0.1.0"

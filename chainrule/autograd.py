@@ -171,8 +171,8 @@ class Function:
                 arrays.append(a.data)
                 if a.requires_grad:
                     record = True
-            else:
-                arrays.append(a)
+            else:  # NumPy scalars act as Python scalars: `float32 * np.float64(2)` stays float32
+                arrays.append(a.item() if isinstance(a, np.number) else a)
         if record and _state.grad_enabled:
             _link(ctx, args)
         else:

@@ -21,6 +21,10 @@ class AnomalyError(ChainruleError, FloatingPointError):
     """A NaN or Inf appeared while `detect_anomaly()` was on."""
 
 
+class SerializationError(ChainruleError, ValueError):
+    """A file `cr.load` cannot trust (corrupted, truncated, foreign) or an object `cr.save` cannot store."""
+
+
 def fmt_shape(shape):
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -46,3 +50,11 @@ def matmul_error(a_shape, b_shape):
 def dim_error(op, dim, ndim):
     return ArgumentError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dimension"
                          + ("" if ndim == 1 else "s") + f" (expected {-max(ndim, 1)} to {max(ndim, 1) - 1})")
+
+
+class DataError(ChainruleError, ValueError):
+    """A data file or dataset chainrule cannot use (missing, malformed, wrong shape)."""
+
+
+class MissingDependency(ChainruleError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to install."""

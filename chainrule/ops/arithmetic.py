@@ -2,7 +2,7 @@
 import numpy as np
 
 from chainrule.autograd import Function
-from chainrule.errors import matmul_error, shape_error
+from chainrule.errors import ShapeError, matmul_error, shape_error
 from chainrule.ops import dual
 from chainrule.tensor import Tensor
 
@@ -118,9 +118,13 @@ class Matmul(Function):
 
 def sub(a, b):
     """a - b, composed as a + (-b)."""
-    if not isinstance(b, Tensor):
-        return Add.apply(a, -np.asarray(b) if isinstance(b, (list, tuple)) else -b)
-    return Add.apply(a, Mul.apply(b, -1.0))
+    try:
+        if not isinstance(b, Tensor):
+            return Add.apply(a, -np.asarray(b) if isinstance(b, (list, tuple)) else -b)
+        return Add.apply(a, Mul.apply(b, -1.0))
+    except ShapeError:  # name the op the user called, not the add it is composed from
+        raise shape_error("sub", np.shape(a), np.shape(b),
+                          detail="shapes cannot be broadcast together") from None
 
 
 def matmul(a, b):

@@ -273,3 +273,89 @@ def compare(fn, a, b):
     except ValueError:
         raise shape_error(fn.__name__, np.shape(a_), np.shape(b_),
                           detail="shapes cannot be broadcast together") from None
+
+
+class Erf(Function):
+    """The error function, 2/sqrt(pi) * integral_0^x exp(-t^2) dt (needed by exact GELU).
+
+    Forward is fdlibm's s_erf.c vectorised (rational approximations on four ranges, within 2
+    ulp of math.erf in float64). NumPy has no erf; math.erf through np.frompyfunc measured 6x
+    slower on 64k elements."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _erf(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return grad * (2 / np.sqrt(np.pi)) * dual.exp(-(x * x))
+
+
+def _poly(x, coeffs):
+    """coeffs[0] + coeffs[1] x + ... by Horner's rule, in place (fresh arrays are slow here)."""
+    out = x * coeffs[-1]
+    out += coeffs[-2]
+    for c in coeffs[-3::-1]:
+        out *= x
+        out += c
+    return out
+
+
+_ERX = 8.45062911510467529297e-01
+_PP = (1.28379167095512558561e-01, -3.25042107247001499370e-01, -2.84817495755985104766e-02,
+       -5.77027029648944159157e-03, -2.37630166566501626084e-05)
+_QQ = (1.0, 3.97917223959155352819e-01, 6.50222499887672944485e-02, 5.08130628187576562776e-03,
+       1.32494738004321644526e-04, -3.96022827877536812320e-06)
+_PA = (-2.36211856075265944077e-03, 4.14856118683748331666e-01, -3.72207876035701323847e-01,
+       3.18346619901161753674e-01, -1.10894694282396677476e-01, 3.54783043256182359371e-02,
+       -2.16637559486879084300e-03)
+_QA = (1.0, 1.06420880400844228286e-01, 5.40397917702171048937e-01, 7.18286544141962662868e-02,
+       1.26171219808761642112e-01, 1.36370839120290507362e-02, 1.19844998467991074170e-02)
+_RA = (-9.86494403484714822705e-03, -6.93858572707181764372e-01, -1.05586262253232909814e+01,
+       -6.23753324503260060396e+01, -1.62396669462573470355e+02, -1.84605092906711035994e+02,
+       -8.12874355063065934246e+01, -9.81432934416914548592e+00)
+_SA = (1.0, 1.96512716674392571292e+01, 1.37657754143519042600e+02, 4.34565877475229228821e+02,
+       6.45387271733267880336e+02, 4.29008140027567833386e+02, 1.08635005541779435134e+02,
+       6.57024977031928170135e+00, -6.04244152148580987438e-02)
+_RB = (-9.86494292470009928597e-03, -7.99283237680523006574e-01, -1.77579549177547519889e+01,
+       -1.60636384855821916062e+02, -6.37566443368389627722e+02, -1.02509513161107724954e+03,
+       -4.83519191608651397019e+02)
+_SB = (1.0, 3.03380607434824582924e+01, 3.25792512996573918826e+02, 1.53672958608443695994e+03,
+       3.19985821950859553908e+03, 2.55305040643316442583e+03, 4.74528541206955367215e+02,
+       -2.24409524465858183362e+01)
+
+
+def _erf(x):
+    """erf on an ndarray, every range computed on the whole array then selected (cheaper than
+    boolean-mask gathers); float64 inside, the input's float dtype out."""
+    x = np.asarray(x)
+    with np.errstate(all="ignore"):  # inf and huge inputs overflow in ranges not selected
+        out = _erf_ranges(x, np.abs(x, dtype=np.float64))
+    return out.astype(x.dtype, copy=False) if x.dtype.kind == "f" else out
+
+
+def _erf_ranges(x, a):
+    z = a * a
+    small = _poly(z, _PP)                         # |x| < 0.84375: x + x R(x^2)
+    small /= _poly(z, _QQ)
+    small *= a
+    small += a
+    s = a - 1                                     # |x| < 1.25: erx + P(|x|-1) / Q(|x|-1)
+    mid = _poly(s, _PA)
+    mid /= _poly(s, _QA)
+    mid += _ERX
+    t = np.clip(a, 1.25, 6.0)                     # |x| < 6: 1 - exp(-x^2 - 0.5625 + R/S) / x
+    w = 1 / (t * t)
+    ratio = np.where(t < 1 / 0.35, _poly(w, _RA) / _poly(w, _SA), _poly(w, _RB) / _poly(w, _SB))
+    hi = (t.view(np.uint64) & np.uint64(0xFFFFFFFF00000000)).view(np.float64)  # low word zeroed
+    ratio += (hi - t) * (hi + t)
+    tail = np.exp(-hi * hi - 0.5625)
+    tail *= np.exp(ratio)
+    tail /= -t
+    tail += 1
+    out = np.where(a < 0.84375, small, np.where(a < 1.25, mid, np.where(a < 6, tail, 1.0)))
+    out = np.copysign(out, x, out=out)
+    out[np.isnan(a)] = np.nan
+    return out

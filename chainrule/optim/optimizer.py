@@ -1,0 +1,154 @@
+"""`Optimizer`: param groups, per-parameter state, `zero_grad`, `step`, `state_dict`.
+
+A rule (SGD, Adam, ...) subclasses it and writes `update(p, g, state, group)`: in-place NumPy math
+on one parameter's array. `step` runs it outside the graph and bumps each parameter's version
+counter, so a graph that saved the old value refuses to backward through the new one.
+"""
+from collections import defaultdict
+
+import numpy as np
+
+from chainrule.autograd import enable_grad
+from chainrule.errors import ArgumentError, shape_error
+from chainrule.tensor import Tensor
+
+
+class Optimizer:
+    """Base class. `params`: an iterable of Tensors, or of dicts `{"params": [...], **options}`
+    (param groups) whose options override `defaults`."""
+
+    def __init__(self, params, defaults):
+        if isinstance(params, (Tensor, set)):
+            raise TypeError(f"params should be an ordered iterable (a list) of Tensors or dicts, "
+                            f"got a {type(params).__name__}")
+        self.defaults = dict(defaults)
+        self.state = defaultdict(dict)
+        self.param_groups = []
+        groups = list(params)
+        if not groups:
+            raise ArgumentError(f"{type(self).__name__}: got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group):
+        """Add a dict `{"params": [...], **options}`; missing options come from `defaults`."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        params = param_group["params"]
+        if isinstance(params, set):
+            raise TypeError("optimizer parameters must be an ordered collection (a list), "
+                            "not a set, whose order changes between runs")
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"an optimizer can only optimize Tensors, got {type(p).__name__}")
+            if p.grad_fn is not None:
+                raise ArgumentError("can't optimize a non-leaf Tensor")
+        seen = {p for group in self.param_groups for p in group["params"]}
+        if len(set(params)) != len(params) or any(p in seen for p in params):
+            raise ArgumentError("some parameters appear more than once in the parameter groups")
+        self.param_groups.append({**self.defaults, **param_group, "params": params})
+
+    def zero_grad(self, set_to_none=True):
+        """Forget gradients: `p.grad = None`, or zero `p.grad` in place (cut from any graph)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                    continue
+                g.detach_()
+                if g.data.flags.writeable:
+                    g.data.fill(0)
+                else:
+                    g.data = np.zeros_like(g.data)
+                g._version[0] += 1
+
+    def step(self, closure=None):
+        """Update every parameter that has a `.grad`. `closure` re-evaluates and returns the loss
+        (it runs with grad enabled); its value is returned."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.data
+                if group.get("maximize", False):
+                    g = -g
+                self.update(p.data, g, self.state[p], group)
+                p._version[0] += 1
+        return loss
+
+    def update(self, p, g, state, group):
+        """Update the array `p` in place from its gradient `g` (never written to); `state` is this
+        parameter's dict (empty at first), `group` its param group's options."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _buffer(state, name, like, fill=0.0):
+        """`state[name]`, allocated (filled with `fill`, shaped like `like`) on first use."""
+        buf = state.get(name)
+        if buf is None:
+            buf = state[name] = np.full_like(like, fill)
+        return buf
+
+    # ---- saving ---------------------------------------------------------------------------------
+    def state_dict(self):
+        """A snapshot in PyTorch's layout: `{"state": {index: {name: Tensor or int}},
+        "param_groups": [{**options, "params": [index, ...]}]}`, indices counting parameters
+        across groups in order."""
+        index = {p: i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [index[p] for p in g["params"]]} for g in self.param_groups]
+        state = {i: {k: Tensor._make(v.copy()) if isinstance(v, np.ndarray) else v
+                     for k, v in self.state[p].items()}
+                 for p, i in index.items() if self.state.get(p)}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Load a `state_dict()` (ours or PyTorch's): groups are matched in order, state arrays
+        copied and cast to each parameter's dtype."""
+        saved = state_dict["param_groups"]
+        if len(saved) != len(self.param_groups):
+            raise ArgumentError(f"load_state_dict: the state dict has {len(saved)} parameter "
+                                f"groups, the optimizer {len(self.param_groups)}")
+        index = {}
+        for n, (group, s) in enumerate(zip(self.param_groups, saved)):
+            if len(s["params"]) != len(group["params"]):
+                raise ArgumentError(f"load_state_dict: parameter group {n} has "
+                                    f"{len(s['params'])} parameters in the state dict, "
+                                    f"{len(group['params'])} in the optimizer")
+            index.update(zip((int(i) for i in s["params"]), group["params"]))
+        state = defaultdict(dict)
+        for i, pstate in state_dict["state"].items():
+            p = index.get(int(i))
+            if p is not None:
+                state[p] = {k: _load_value(k, v, p, i) for k, v in pstate.items()}
+        self.state = state
+        self.param_groups = [{**group, **{k: v for k, v in s.items() if k != "params"},
+                              "params": group["params"]}
+                             for group, s in zip(self.param_groups, saved)]
+
+    def __repr__(self):
+        lines = [type(self).__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {group[k]}" for k in sorted(group) if k != "params"]
+        return "\n".join(lines + [")"])
+
+
+def _load_value(name, value, p, i):
+    if name == "step":
+        return int(value)
+    arr = np.asarray(value).astype(p.data.dtype, copy=True)
+    if arr.shape != p.data.shape:
+        raise shape_error(f"load_state_dict: state '{name}' of parameter {i}", arr.shape,
+                          p.data.shape, detail="does not match the parameter's shape")
+    return arr

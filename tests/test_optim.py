@@ -1,0 +1,341 @@
+"""cr.optim: every rule follows PyTorch's parameter trajectory (float64, 20 steps), param groups,
+state_dict round trips (ours and PyTorch's), zero_grad, version counters, argument errors."""
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule import optim
+
+RTOL, ATOL = 1e-6, 1e-12
+STEPS = 20
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((8, 4)), rng.standard_normal((8, 3)),
+            rng.standard_normal((3, 4)), rng.standard_normal(3))
+
+
+def _loss(X, Y, W, b):
+    """Least squares plus a quartic penalty, so the curvature changes along the trajectory."""
+    r = X @ W.T + b - Y
+    return (r * r).mean() + 0.05 * (W * W * W * W).sum()
+
+
+class _Lib:
+    """The same few calls on chainrule and on torch."""
+
+    def __init__(self, name):
+        self.torch = pytest.importorskip("torch") if name == "torch" else None
+        self.optim = self.torch.optim if self.torch else optim
+
+    def tensor(self, a, requires_grad=False):
+        if self.torch:
+            return self.torch.tensor(np.array(a), dtype=self.torch.float64,
+                                     requires_grad=requires_grad)
+        return cr.tensor(np.array(a), dtype=cr.float64, requires_grad=requires_grad)
+
+    def numpy(self, t):
+        return t.detach().numpy().copy()
+
+
+def _run(lib, make_opt, sign=1.0, steps=STEPS, start=None, setup=None):
+    """Train W, b for `steps` steps; the flattened parameters after each step, and the optimizer."""
+    X, Y, W0, b0 = _problem()
+    W0, b0 = start if start is not None else (W0, b0)
+    X, Y = lib.tensor(X), lib.tensor(Y)
+    W, b = lib.tensor(W0, True), lib.tensor(b0, True)
+    opt = make_opt(lib.optim, [W, b])
+    if setup is not None:
+        setup(opt)
+    traj = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (sign * _loss(X, Y, W, b)).backward()
+        opt.step()
+        traj.append(np.concatenate([lib.numpy(W).ravel(), lib.numpy(b)]))
+    return np.array(traj), opt, (lib.numpy(W), lib.numpy(b))
+
+
+# one row per rule and interesting option: (id, factory(optim module, params), loss sign)
+CASES = [
+    ("sgd", lambda o, p: o.SGD(p, lr=0.05), 1),
+    ("sgd-momentum-dampening", lambda o, p: o.SGD(p, lr=0.05, momentum=0.9, dampening=0.3), 1),
+    ("sgd-nesterov-wd", lambda o, p: o.SGD(p, lr=0.05, momentum=0.8, nesterov=True,
+                                          weight_decay=0.1), 1),
+    ("sgd-maximize", lambda o, p: o.SGD(p, lr=0.05, momentum=0.5, maximize=True), -1),
+    ("adam", lambda o, p: o.Adam(p, lr=0.05), 1),
+    ("adam-amsgrad-wd", lambda o, p: o.Adam(p, lr=0.05, betas=(0.8, 0.9), weight_decay=0.1,
+                                           amsgrad=True), 1),
+    ("adam-maximize-eps", lambda o, p: o.Adam(p, lr=0.02, eps=1e-3, maximize=True), -1),
+    ("adam-decoupled", lambda o, p: o.Adam(p, lr=0.05, weight_decay=0.2,
+                                          decoupled_weight_decay=True), 1),
+    ("adamw", lambda o, p: o.AdamW(p, lr=0.05), 1),
+    ("adamw-amsgrad-maximize", lambda o, p: o.AdamW(p, lr=0.05, betas=(0.7, 0.8),
+                                                   weight_decay=0.3, amsgrad=True,
+                                                   maximize=True), -1),
+    ("rmsprop", lambda o, p: o.RMSprop(p, lr=0.01), 1),
+    ("rmsprop-centered-momentum-wd", lambda o, p: o.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.7,
+                                                            centered=True, weight_decay=0.1), 1),
+    ("rmsprop-momentum-maximize", lambda o, p: o.RMSprop(p, lr=0.005, momentum=0.5, eps=1e-4,
+                                                         maximize=True), -1),
+    ("adagrad", lambda o, p: o.Adagrad(p, lr=0.1), 1),
+    ("adagrad-decay-wd-init", lambda o, p: o.Adagrad(p, lr=0.2, lr_decay=0.05, weight_decay=0.1,
+                                                     initial_accumulator_value=0.3, eps=1e-6), 1),
+    ("adagrad-maximize", lambda o, p: o.Adagrad(p, lr=0.1, maximize=True), -1),
+]
+IDS = [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize("name,make,sign", CASES, ids=IDS)
+def test_trajectory_matches_torch(name, make, sign):
+    ours, opt, _ = _run(_Lib("cr"), make, sign)
+    theirs, topt, _ = _run(_Lib("torch"), make, sign)
+    start = np.concatenate([_problem()[2].ravel(), _problem()[3]])
+    assert np.abs(ours[-1] - start).max() > 1e-2  # the parameters really moved
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    # the state has PyTorch's names and values
+    sd, tsd = opt.state_dict(), topt.state_dict()
+    assert sd["state"].keys() == tsd["state"].keys()
+    for i, st in sd["state"].items():
+        assert st.keys() == tsd["state"][i].keys()
+        for k, v in st.items():
+            np.testing.assert_allclose(np.asarray(v), tsd["state"][i][k].numpy(), rtol=RTOL,
+                                       atol=ATOL, err_msg=f"state {i} {k}")
+    assert set(sd["param_groups"][0]) <= set(tsd["param_groups"][0])
+    assert sd["param_groups"][0]["params"] == tsd["param_groups"][0]["params"] == [0, 1]
+
+
+def _two_groups(o, p, rule):
+    W, b = p
+    if rule == "sgd":
+        return o.SGD([{"params": [W]}, {"params": b, "lr": 0.2, "momentum": 0.5}], lr=0.05,
+                     momentum=0.9)
+    return o.Adam([{"params": [W], "betas": (0.5, 0.7)}, {"params": [b], "lr": 0.01}], lr=0.1)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_param_groups_match_torch(rule):
+    make = lambda o, p: _two_groups(o, p, rule)  # noqa: E731
+    ours, opt, _ = _run(_Lib("cr"), make)
+    theirs, _, _ = _run(_Lib("torch"), make)
+    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    assert [g["lr"] for g in opt.param_groups] == ([0.05, 0.2] if rule == "sgd" else [0.1, 0.01])
+    sd = opt.state_dict()
+    assert [g["params"] for g in sd["param_groups"]] == [[0], [1]]
+
+
+def test_param_groups_each_use_their_own_lr():
+    W, b = cr.ones(3, dtype=cr.float64, requires_grad=True), cr.ones(2, dtype=cr.float64,
+                                                                      requires_grad=True)
+    opt = optim.SGD([{"params": [W]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    (W.sum() + b.sum()).backward()
+    opt.step()
+    np.testing.assert_array_equal(W.data, 0.9)
+    np.testing.assert_array_equal(b.data, 0.5)
+
+
+@pytest.mark.parametrize("name,make,sign", CASES, ids=IDS)
+def test_state_dict_round_trip_continues_identically(name, make, sign):
+    lib = _Lib("cr")
+    full, _, _ = _run(lib, make, sign)
+    first, opt, (W5, b5) = _run(lib, make, sign, steps=5)
+    sd = opt.state_dict()
+    saved = {i: {k: np.array(v, copy=True) for k, v in s.items()} for i, s in sd["state"].items()}
+    opt.step()  # moving on afterwards must not change the snapshot
+    for i, s in sd["state"].items():
+        for k, v in s.items():
+            np.testing.assert_array_equal(np.asarray(v), saved[i][k])
+    rest, _, _ = _run(lib, make, sign, steps=STEPS - 5, start=(W5, b5),
+                      setup=lambda o: o.load_state_dict(sd))
+    np.testing.assert_array_equal(np.concatenate([first, rest]), full)
+
+
+TORCH_LOAD = ("sgd-nesterov-wd", "adam-amsgrad-wd", "rmsprop-centered-momentum-wd",
+              "adagrad-decay-wd-init")
+
+
+@pytest.mark.parametrize("name,make,sign", [c for c in CASES if c[0] in TORCH_LOAD],
+                         ids=TORCH_LOAD)
+def test_loads_torch_state_dict(name, make, sign):
+    """A PyTorch optimizer's state_dict (torch tensors, float steps) continues in chainrule."""
+    torch = pytest.importorskip("torch")
+    full, _, _ = _run(_Lib("torch"), make, sign)
+    _, topt, (W5, b5) = _run(_Lib("torch"), make, sign, steps=5)
+    tsd = topt.state_dict()
+    assert isinstance(tsd["state"][0].get("step", torch.zeros(())), torch.Tensor)
+    rest, _, _ = _run(_Lib("cr"), make, sign, steps=STEPS - 5, start=(W5, b5),
+                      setup=lambda o: o.load_state_dict(tsd))
+    np.testing.assert_allclose(rest, full[5:], rtol=RTOL, atol=ATOL)
+
+
+def test_state_dict_layout():
+    W, b = cr.ones(2, 3, requires_grad=True), cr.ones(3, requires_grad=True)
+    c = cr.ones(1, requires_grad=True)
+    opt = optim.Adam([{"params": [W, b]}, {"params": [c], "lr": 0.5}])
+    (W.sum() + b.sum()).backward()  # c gets no gradient, so no state
+    opt.step()
+    sd = opt.state_dict()
+    assert list(sd["state"]) == [0, 1]
+    assert list(sd["state"][0]) == ["step", "exp_avg", "exp_avg_sq"]
+    assert sd["state"][0]["step"] == 1
+    assert isinstance(sd["state"][0]["exp_avg"], cr.Tensor)
+    assert sd["state"][0]["exp_avg"].shape == (2, 3) and sd["state"][0]["exp_avg"].dtype == W.dtype
+    assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2]]
+    assert sd["param_groups"][1]["lr"] == 0.5 and sd["param_groups"][0]["lr"] == 1e-3
+    # SGD without momentum keeps no state at all, like PyTorch
+    sgd = optim.SGD([W, b], lr=0.1)
+    sgd.step()
+    assert sgd.state_dict()["state"] == {}
+
+
+def test_load_state_dict_restores_group_options_and_string_keys():
+    W = cr.ones(3, dtype=cr.float64, requires_grad=True)
+    opt = optim.SGD([W], lr=0.1, momentum=0.9)
+    W.sum().backward()
+    opt.step()
+    sd = opt.state_dict()
+    sd["param_groups"][0]["lr"] = 0.01
+    sd["state"] = {str(k): v for k, v in sd["state"].items()}  # as after a JSON round trip
+    V = cr.ones(3, dtype=cr.float64, requires_grad=True)
+    opt2 = optim.SGD([V], lr=0.5, momentum=0.9)
+    opt2.load_state_dict(sd)
+    assert opt2.param_groups[0]["lr"] == 0.01 and opt2.param_groups[0]["params"][0] is V
+    np.testing.assert_array_equal(opt2.state[V]["momentum_buffer"], 1.0)
+    opt2.state[V]["momentum_buffer"][0] = 7  # loaded arrays are copies
+    assert sd["state"]["0"]["momentum_buffer"].data[0] == 1.0
+
+
+def test_load_state_dict_errors():
+    W, b = cr.ones(2, 3, requires_grad=True), cr.ones(3, requires_grad=True)
+    opt = optim.Adam([W, b])
+    (W.sum() + b.sum()).backward()
+    opt.step()
+    sd = opt.state_dict()
+    with pytest.raises(cr.ArgumentError, match="parameter group 0 has 2 parameters"):
+        optim.Adam([W]).load_state_dict(sd)
+    with pytest.raises(cr.ArgumentError, match="1 parameter groups, the optimizer 2"):
+        optim.Adam([{"params": [W]}, {"params": [b]}]).load_state_dict(sd)
+    with pytest.raises(cr.ShapeError, match=r"exp_avg.*parameter 0.*\(2, 3\).*\(3, 2\)"):
+        optim.Adam([cr.ones(3, 2, requires_grad=True), b]).load_state_dict(sd)
+
+
+def test_zero_grad():
+    W = cr.ones(3, dtype=cr.float64, requires_grad=True)
+    opt = optim.SGD([W], lr=0.1)
+    (W * 2).sum().backward()
+    opt.zero_grad()
+    assert W.grad is None
+    (W * 2).sum().backward()
+    g = W.grad
+    opt.zero_grad(set_to_none=False)
+    assert W.grad is g and not g.requires_grad
+    np.testing.assert_array_equal(g.data, 0.0)
+    (W * 3).sum().backward()
+    assert W.grad is g
+    np.testing.assert_array_equal(g.data, 3.0)
+    # a gradient built with create_graph is cut from its graph
+    (W * W).sum().backward(create_graph=True)
+    opt.zero_grad(set_to_none=False)
+    assert W.grad.grad_fn is None and not W.grad.requires_grad
+    np.testing.assert_array_equal(W.grad.data, 0.0)
+
+
+def test_step_is_outside_the_graph_and_bumps_versions():
+    W = cr.tensor([1.0, -2.0, 3.0], dtype=cr.float64, requires_grad=True)
+    opt = optim.Adam([W], lr=0.1)
+    (W * W).sum().backward()
+    grad_before = W.grad.data.copy()
+    version = W._version[0]
+    pending = (W * W).sum()  # saved the current W
+    opt.step()
+    assert W.grad_fn is None and W.requires_grad and W._version[0] == version + 1
+    np.testing.assert_array_equal(W.grad.data, grad_before)  # the gradient is not written to
+    with pytest.raises(cr.GraphError):
+        pending.backward()
+
+
+def test_params_without_grad_are_skipped():
+    W, b = cr.ones(3, requires_grad=True), cr.ones(2, requires_grad=True)
+    opt = optim.SGD([W, b], lr=0.1, momentum=0.9)
+    W.sum().backward()
+    opt.step()
+    np.testing.assert_array_equal(b.data, 1.0)
+    assert b not in opt.state and b._version[0] == 0
+
+
+def test_float32_params_stay_float32():
+    W = cr.ones(3, requires_grad=True)
+    for make in (lambda: optim.SGD([W], lr=0.1, momentum=0.9), lambda: optim.Adam([W]),
+                 lambda: optim.RMSprop([W], centered=True), lambda: optim.Adagrad([W])):
+        opt = make()
+        (W * W).sum().backward()
+        opt.step()
+        assert W.dtype == np.float32
+        assert all(v.dtype == np.float32 for v in opt.state[W].values()
+                   if isinstance(v, np.ndarray))
+        W.grad = None
+
+
+def test_closure():
+    W = cr.tensor([3.0], dtype=cr.float64, requires_grad=True)
+    opt = optim.SGD([W], lr=0.25)
+
+    def closure():
+        opt.zero_grad()
+        loss = (W * W).sum()
+        loss.backward()
+        return loss
+
+    with cr.no_grad():  # the closure runs with grad enabled anyway
+        loss = opt.step(closure)
+    assert float(loss) == 9.0
+    np.testing.assert_array_equal(W.data, [1.5])
+
+
+def test_add_param_group():
+    W, b = cr.ones(3, requires_grad=True), cr.ones(2, requires_grad=True)
+    opt = optim.SGD([W], lr=0.1, momentum=0.9)
+    opt.add_param_group({"params": b, "lr": 0.01})
+    assert opt.param_groups[1]["params"] == [b]
+    assert opt.param_groups[1]["lr"] == 0.01 and opt.param_groups[1]["momentum"] == 0.9
+    with pytest.raises(cr.ArgumentError, match="more than once"):
+        opt.add_param_group({"params": [W]})
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda W: optim.SGD(W, lr=0.1), TypeError, "iterable"),
+    (lambda W: optim.SGD([], lr=0.1), cr.ArgumentError, "empty parameter list"),
+    (lambda W: optim.SGD([W * 2], lr=0.1), cr.ArgumentError, "non-leaf"),
+    (lambda W: optim.SGD([W, W], lr=0.1), cr.ArgumentError, "more than once"),
+    (lambda W: optim.SGD({W}, lr=0.1), TypeError, "set"),
+    (lambda W: optim.SGD([W.data], lr=0.1), TypeError, "only optimize Tensors"),
+    (lambda W: optim.SGD([W], lr=-1), cr.ArgumentError, "learning rate"),
+    (lambda W: optim.SGD([W], lr=0.1, nesterov=True), cr.ArgumentError, "Nesterov"),
+    (lambda W: optim.Adam([W], betas=(0.9, 1.0)), cr.ArgumentError, "betas"),
+    (lambda W: optim.AdamW([W], eps=-1), cr.ArgumentError, "AdamW: invalid eps"),
+    (lambda W: optim.RMSprop([W], momentum=-0.1), cr.ArgumentError, "momentum"),
+    (lambda W: optim.Adagrad([W], lr_decay=-0.1), cr.ArgumentError, "lr_decay"),
+])
+def test_argument_errors(call, error, match):
+    W = cr.ones(3, requires_grad=True)
+    with pytest.raises(error, match=match):
+        call(W)
+
+
+def test_repr():
+    opt = optim.SGD([cr.ones(2, requires_grad=True)], lr=0.1)
+    assert repr(opt).splitlines()[:3] == ["SGD (", "Parameter Group 0", "    dampening: 0"]
+
+
+def test_state_dict_survives_cr_save(tmp_path):
+    W = cr.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=cr.float64, requires_grad=True)
+    opt = optim.Adam([W], lr=0.1, amsgrad=True)
+    (W * W * W).sum().backward()
+    opt.step()
+    cr.save(opt.state_dict(), tmp_path / "opt.safetensors")
+    opt2 = optim.Adam([W], lr=0.5)
+    opt2.load_state_dict(cr.load(tmp_path / "opt.safetensors"))
+    assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["amsgrad"] is True
+    for k, v in opt.state[W].items():
+        np.testing.assert_array_equal(opt2.state[W][k], v)
