@@ -11,10 +11,12 @@ lives as JSON in the header's `__metadata__` (a str -> str dict):
 A top-level dict of str -> Tensor/ndarray (a state_dict) stores each tensor under its own key,
 so `safetensors.torch.load_file` and `safetensors.numpy.load_file` read the same names PyTorch
 uses. Anything else stores tensors under their path: keys and list indices joined by "/", with
-"~" and "/" inside a key escaped as "~0" and "~1" (as in JSON pointers), so names cannot collide.
+"~" and "/" inside a key escaped as "~0" and "~1" (as in JSON pointers); a name that is taken
+anyway (int key 0 beside str key "0") gets a "~2" suffix, which escaping never produces.
 """
 import collections
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -121,7 +123,11 @@ def _encode_root(obj, path):
         if a.dtype.name not in _DTYPES:
             raise _save_error(path, where, f"dtype {a.dtype} is not supported")
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)  # safetensors is little-endian
-        name = leaf_name(where)
+        base = name = leaf_name(where)
+        for k in itertools.count(2):  # int key 0 beside str key "0"; escaping never makes "~2"
+            if name not in arrays:
+                break
+            name = f"{base}~{k}"
         arrays[name] = a
         return name
 

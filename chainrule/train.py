@@ -14,6 +14,7 @@ import numpy as np
 from chainrule import metrics as M
 from chainrule.autograd import no_grad
 from chainrule.data.dataset import DataLoader, Dataset, TensorDataset
+from chainrule.dtypes import get_default_dtype
 from chainrule.errors import ArgumentError, ChainruleError
 from chainrule.random import Generator, default_generator, rng
 from chainrule.serialization import load, save
@@ -122,6 +123,8 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
     generator: the cr.Generator that shuffles batches (a fresh one seeded from the default
     generator when None), saved in checkpoints so a resumed run sees the same batches.
     """
+    if generator is None and isinstance(train_data, DataLoader):
+        generator = train_data.generator  # the one that shuffles, so checkpoints carry its state
     generator = generator or Generator(int(rng().integers(2 ** 62)))
     train_loader = as_loader(train_data, batch_size, shuffle=True, generator=generator)
     val_loader = None if val_data is None else as_loader(val_data, batch_size, shuffle=False)
@@ -176,6 +179,14 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
                             evaluate(model, val_loader, loss_fn, metrics).items()})
             row.update(lr=optimizer.param_groups[0]["lr"], seconds=seconds,
                        samples_per_s=seen / seconds if seconds > 0 else float("inf"))
+            broken = ("the weights became non-finite" if not _finite(model) else
+                      f"the validation loss became {row['val_loss']}"
+                      if not math.isfinite(row.get("val_loss", 0.0)) else None)
+            if broken:  # the epoch's last step broke the model: never checkpoint it
+                raise TrainingError(f"{broken} at epoch {epoch}, step {step} (the last step of the "
+                                    "epoch); training stopped (try a smaller learning rate)"
+                                    + (f"; the last good checkpoint is in {checkpoint_dir}"
+                                       if checkpoint_dir and epoch > 1 else ""))
             if scheduler is not None:
                 _step_scheduler(scheduler, row)
             history.append(row)
@@ -193,8 +204,8 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
     except KeyboardInterrupt:
         history.interrupted = True
         run.log("interrupted" + (f"; the checkpoint of the last finished epoch is in "
-                                 f"{checkpoint_dir} (continue with resume=True)" if checkpoint_dir
-                                 else ""))
+                                 f"{checkpoint_dir} (continue with resume=True)"
+                                 if checkpoint_dir and history.get("epoch") else ""))
     for cb in callbacks:
         cb.on_train_end(run)
     return history
@@ -223,7 +234,9 @@ def evaluate(model, data, loss=None, metrics=("accuracy",), batch_size=256):
 
 def predict(model, X, batch_size=1024):
     """Model outputs for the rows of X, in eval mode under no_grad, as one ndarray."""
-    X = X.data if isinstance(X, Tensor) else np.asarray(X, dtype=np.float32)
+    X = X.data if isinstance(X, Tensor) else np.asarray(X)
+    if X.dtype.kind != "f":  # keep float32/float64 inputs as they are (a float64 model stays exact)
+        X = X.astype(get_default_dtype())
     was_training = getattr(model, "training", False)
     model.eval()
     with no_grad():
@@ -259,6 +272,10 @@ def loss_function(loss, dataset):
     if loss not in names:
         raise ArgumentError(f"unknown loss {loss!r}; choose from {', '.join(names)}")
     return names[loss]
+
+
+def _finite(model):
+    return all(np.isfinite(p.data).all() for p in model.parameters())
 
 
 def _step_scheduler(scheduler, row):

@@ -172,6 +172,7 @@ def test_random_split_sizes_and_disjointness(lengths, sizes):
     assert sorted(ids) == list(range(10))  # disjoint and covering
 
 
+@pytest.mark.filterwarnings("ignore:Length of split")
 @pytest.mark.parametrize("fractions", [[0.5, 0.25, 0.25], [0.1] * 10, [0.15, 0.85], [0.45, 0.55]])
 def test_random_split_fraction_sizes_match_pytorch(fractions):
     torch = pytest.importorskip("torch")

@@ -117,6 +117,13 @@ def test_round_trip_other_roots(tmp_path, obj):
     assert_same(obj, cr.load(tmp_path / "f"))
 
 
+def test_keys_with_the_same_text_do_not_collide(tmp_path):
+    obj = {"d": {0: cr.ones(1), "0": cr.zeros(1), "0~2": cr.full((1,), 2.0), (0,): cr.full((1,), 3.0)}}
+    cr.save(obj, tmp_path / "f")
+    assert_same(obj, cr.load(tmp_path / "f"))
+    assert len(st_numpy.load_file(tmp_path / "f")) == 4
+
+
 def test_flat_state_dict_has_plain_names(tmp_path):
     sd = state_dict()
     cr.save(sd, tmp_path / "model.safetensors")

@@ -267,8 +267,10 @@ class Module:
 
         `input` is a per-sample shape (a batch of `batch_size` standard-normal samples is made)
         or an example batch (Tensor or array, first dim the batch). One forward runs with grad
-        on; each array the graph saves (parameters excluded) is charged to the innermost module
-        whose call created it. Buffers and the random generator are restored afterwards.
+        on, in the current mode; each array its graph saves (parameters excluded) is counted
+        once, for the innermost module whose call first saved it (a ReLU output that the next
+        Linear also keeps is the ReLU's). Modules not called show '-' as output shape. Buffers
+        and the random generator are restored afterwards.
         """
         x = _example(input, batch_size, self)
         batch = x.shape[0] if x.ndim else 1
@@ -300,9 +302,7 @@ class Module:
             default_generator.set_state(rng_state)
         table = []
         for name, m in self.named_modules():
-            if id(m) not in rows:
-                continue
-            shape, nbytes = rows[id(m)]
+            shape, nbytes = rows.get(id(m), (None, 0))
             own = sum(p.data.size for p in m.parameters(recurse=False))
             if next(m.children(), None) is not None and own == 0 and nbytes == 0:
                 continue  # a pure container: its children have the rows
