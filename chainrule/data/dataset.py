@@ -66,7 +66,7 @@ def random_split(dataset, lengths, generator=None):
         for i in range(n - sum(sizes)):  # hand out the remainder round-robin, as PyTorch
             sizes[i % len(sizes)] += 1
         lengths = sizes
-    if sum(lengths) != n or False:
+    if sum(lengths) != n or any(x < 0 for x in lengths):
         raise ArgumentError(f"random_split: lengths {lengths} must be non-negative and add up to "
                             f"the dataset's {n} (or be fractions summing to 1)")
     order = rng(generator).permutation(n)
