@@ -499,9 +499,9 @@ def test_idx_mnist_pair(tmp_path, gz):
     images = _write_bytes(tmp_path / f"train-images-idx3-ubyte{ext}", _idx_images(pixels), gz)
     _write_bytes(tmp_path / f"train-labels-idx1-ubyte{ext}", _idx_labels(labels), gz)
 
-    raw = read_idx(str(images))
-    assert raw.dtype == np.uint8 and raw.shape == (5, 4, 3)
-    np.testing.assert_array_equal(raw, pixels)
+    for raw in (read_idx(str(images)), read_idx(images)):
+        assert raw.dtype == np.uint8 and raw.shape == (5, 4, 3)
+        np.testing.assert_array_equal(raw, pixels)
 
     X, y, names, classes, task = load_idx(images)  # pathlib works, labels found by MNIST naming
     assert X.dtype == np.float32 and X.shape == (5, 12)

@@ -139,7 +139,7 @@ def read_idx(path):
     dims = tuple(int(d) for d in np.frombuffer(raw, ">i4", ndim, 4))
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header < expected:
+    if len(raw) - header != expected:
         raise DataError(f"{path}: IDX data has {len(raw) - header} bytes, dims {dims} need {expected}")
     return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
