@@ -24,6 +24,28 @@ class _State:
     grad_enabled = True
     create_graph = False  # True while a backward pass records its own graph
     anomaly = False
+    tracers = ()          # callbacks(cls, ctx, args, output) seeing every op: compile, viz
+    watching = False      # anomaly or tracers: the one flag Function.apply checks
+
+
+def _update_watching():
+    _state.watching = bool(_state.anomaly or _state.tracers)
+
+
+class trace_ops:
+    """Context manager: call `fn(cls, ctx, args, output)` after every op applied inside it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __enter__(self):
+        _state.tracers = _state.tracers + (self.fn,)
+        _update_watching()
+        return self
+
+    def __exit__(self, *exc):
+        _state.tracers = tuple(f for f in _state.tracers if f is not self.fn)
+        _update_watching()
 
 
 _state = _State()
@@ -87,9 +109,11 @@ class detect_anomaly:
     def __enter__(self):
         self._prev = _state.anomaly
         _state.anomaly = self.check
+        _update_watching()
 
     def __exit__(self, *exc):
         _state.anomaly = self._prev
+        _update_watching()
 
 
 def _user_line():
@@ -99,6 +123,14 @@ def _user_line():
         if not frame.filename.startswith(pkg):
             return f"{frame.filename}:{frame.lineno} in {frame.name}: {frame.line}"
     return "<unknown>"
+
+
+def _watch(cls, ctx, args, out):
+    if _state.anomaly:
+        ctx._trace = _user_line()
+        _check_finite(cls.__name__, (out.data,), "forward output", ctx._trace)
+    for fn in _state.tracers:
+        fn(cls, ctx, args, out)
 
 
 def _check_finite(name, arrays, where, trace=None):
@@ -185,9 +217,6 @@ class Function:
             raise cls.shape_error(arrays, e) from None
         if type(out) is not np.ndarray:
             out = np.asarray(out)
-        if _state.anomaly:
-            ctx._trace = _user_line()
-            _check_finite(cls.__name__, (out,), "forward output", ctx._trace)
         t = Tensor._make(out, record, ctx if record else None)
         if ctx.is_view and isinstance(args[0], Tensor):
             t._version = args[0]._version
@@ -195,6 +224,8 @@ class Function:
                 t._base = args[0] if args[0]._base is None else args[0]._base
         if ctx._saved:
             ctx._saved_meta = _saved_sources(ctx._saved, args, t)
+        if _state.watching:
+            _watch(cls, ctx, args, t)
         return t
 
     # ---- hooks and retained grads of the output tensor (non-leaf) ----------------------------

@@ -402,7 +402,29 @@ class _Container(Module):
         return list(self._modules)[idx % n]
 
 
-class Sequential(_Container):
+class _Numbered(_Container):
+    """Sub-modules named '0', '1', ... in order: what Sequential and ModuleList share."""
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        modules = list(self._modules.values())
+        modules.insert(index, _check_module(module, f"{type(self).__name__}.insert"))
+        self._renumber(modules)
+        return self
+
+
+class Sequential(_Numbered):
     """Modules applied in order: Sequential(m0, m1, ...) (named '0', '1', ...) or
     Sequential(OrderedDict(name=module, ...)). forward(x) = ...m1(m0(x))."""
 
@@ -434,26 +456,9 @@ class Sequential(_Container):
             del self._modules[k]
         self._renumber(self._modules.values())
 
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
-    def insert(self, index, module):
-        modules = list(self._modules.values())
-        modules.insert(index, _check_module(module, "Sequential.insert"))
-        self._renumber(modules)
-        return self
 
 
-class ModuleList(_Container):
+class ModuleList(_Numbered):
     """A list of modules, named '0', '1', ...; no forward of its own."""
 
     def __init__(self, modules=None):
@@ -473,25 +478,8 @@ class ModuleList(_Container):
         del modules[idx]
         self._renumber(modules)
 
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __iadd__(self, modules):
         return self.extend(modules)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
-
-    def insert(self, index, module):
-        modules = list(self._modules.values())
-        modules.insert(index, _check_module(module, "ModuleList.insert"))
-        self._renumber(modules)
 
     def __repr__(self):
         """As PyTorch's: runs of identical modules are shown once, as `(0-2): 3 x Linear(...)`."""
