@@ -1,5 +1,6 @@
 """Compositions of primitives: no backward code of their own."""
 import builtins
+import collections
 
 import numpy as np
 
@@ -37,6 +38,9 @@ def std(x, dim=None, keepdim=False, *, correction=1, unbiased=None, axis=None, k
                               axis=axis, keepdims=keepdims))
 
 
+ValuesIndices = collections.namedtuple("ValuesIndices", "values indices")
+
+
 def _values_indices(pick, arg, x, dim, keepdim):
     """PyTorch's max/min(dim): (values, indices); the gradient goes to the returned index."""
     d = normalize_dim(pick, dim, x.ndim)
@@ -44,7 +48,7 @@ def _values_indices(pick, arg, x, dim, keepdim):
     values = gather(x, d, idx)
     if not keepdim:
         values, idx = squeeze(values, d), np.squeeze(idx, d)
-    return values, Tensor._make(idx)
+    return ValuesIndices(values, Tensor._make(idx))
 
 
 def max(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
