@@ -89,6 +89,6 @@ from chainrule.serialization import load, save  # noqa: E402
 from chainrule import optim  # noqa: E402
 from chainrule import nn  # noqa: E402
 
-from chainrule.compile import compile  # noqa: E402
+from chainrule.replay import compile  # noqa: E402
 
 __version__ = "0.1.0"

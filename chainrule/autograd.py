@@ -174,7 +174,7 @@ class Function:
         saved = self._saved
         if saved is None:
             raise GraphError(_FREED)
-        for (src, counter, version), _ in zip(self._saved_meta, saved):
+        for _, counter, version in self._saved_meta:
             if counter is not None and counter[0] != version:
                 raise GraphError(
                     f"an array saved for backward by {type(self).__name__} was modified by an "

@@ -26,12 +26,10 @@ class Linear(Function):
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
         gx = grad @ weight if need_x else None
-        gw = gb = None
-        if need_w or ctx.needs_input_grad[2:3] == (True,):
-            g2 = grad.reshape(-1, grad.shape[-1])
-            if need_w:
-                gw = g2.swapaxes(0, 1) @ x.reshape(-1, x.shape[-1])
-            gb = g2.sum(axis=0)
+        if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out)
+            grad, x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        gw = grad.T @ x if need_w else None
+        gb = grad.sum(axis=0) if ctx.needs_input_grad[2:3] == (True,) else None
         return gx, gw, gb
 
     @classmethod
