@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from chainrule.errors import ChainruleError, DataError, MissingDependency
+from chainrule.train import CHECKPOINT
 
 MODEL, CONFIG, METRICS, HISTORY = "model.safetensors", "config.json", "metrics.json", "history.csv"
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -60,11 +61,11 @@ def _retask(splits, task):
     y = np.concatenate([splits.y_train, splits.y_val, splits.y_test]).reshape(len(X), -1)
     if task == "classification":
         y, classes = D.files.encode_classes(y)
-    else:
-        classes = None
-    n_test, n_val = len(splits.X_test), len(splits.X_val)
-    return D.Splits(splits.name, task, X[n_test + n_val:], y[n_test + n_val:], X[n_test:n_test + n_val],
-                    y[n_test:n_test + n_val], X[:n_test], y[:n_test], splits.feature_names, classes)
+    else:  # float targets: integer class labels would pick cross-entropy
+        y, classes = y.astype(np.float32), None
+    a, b = len(splits.X_train), len(splits.X_train) + len(splits.X_val)  # keep the same split
+    return D.Splits(splits.name, task, X[:a], y[:a], X[a:b], y[a:b], X[b:], y[b:],
+                    splits.feature_names, classes)
 
 
 def _parse_hidden(text):
@@ -110,10 +111,14 @@ class RunFolder:
                 self.config = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"{config_path}: not valid JSON ({e})") from None
-        self.model = build_model(self.config)
+        try:
+            self.model = build_model(self.config)
+            self.standardizer = Standardizer.from_state_dict(self.config["standardizer"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{config_path}: a missing or malformed entry ({type(e).__name__}: "
+                            f"{e}); train the run again") from None
         self.model.load_state_dict(load(os.path.join(folder, MODEL)))
         self.model.eval()
-        self.standardizer = Standardizer.from_state_dict(self.config["standardizer"])
 
     @property
     def task(self):
@@ -140,6 +145,8 @@ def cmd_train(args):
         raise UsageError("--epochs, --batch-size and --lr must be positive")
     if not 0 <= args.dropout < 1:
         raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
+    if args.resume and not os.path.isfile(os.path.join(args.out, CHECKPOINT)):
+        raise DataError(f"--resume: no checkpoint in {args.out} to continue from")
     manual_seed(args.seed)
     splits = load_data(args.data, args.target, args.task, args.seed, args.val_fraction,
                        args.test_fraction)
@@ -172,10 +179,12 @@ def cmd_train(args):
     print(f"training an MLP {'-'.join(map(str, config['model']['sizes']))} ({args.activation}) on "
           f"{splits.name}: {len(splits.X_train)} train / {len(splits.X_val)} validation / "
           f"{len(splits.X_test)} test samples, {splits.task}", flush=True)
-    try:
-        history = fit(model, train, val, optimizer=optimizer, epochs=args.epochs,
-                      batch_size=args.batch_size, metrics=metrics, callbacks=callbacks,
-                      checkpoint_dir=args.out, resume=args.resume, progress=not args.quiet)
+    try:  # fit reports a NaN/Inf itself, in one line; no NumPy overflow warnings on the way
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            history = fit(model, train, val, loss="cross_entropy" if classification else "mse",
+                          optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
+                          metrics=metrics, callbacks=callbacks, checkpoint_dir=args.out,
+                          resume=args.resume, progress=not args.quiet)
     except TrainingError as e:
         print(f"chainrule: {e}; {MODEL} in {args.out} was not changed", file=sys.stderr)
         return 1
@@ -242,11 +251,11 @@ def cmd_predict(args):
     from chainrule.ops.reduce import softmax
     from chainrule.tensor import Tensor
     run = RunFolder(args.run)
-    X, _, names, _, _ = load_csv(args.input, features_only=True)
     target = run.config["data"].get("target")
-    if target in names:  # a file with the target column still in it
-        keep = [i for i, n in enumerate(names) if n != target]
-        X, names = X[:, keep], [names[i] for i in keep]
+    if target and target in _csv_header(args.input):  # the target column is still in the file:
+        X = load_csv(args.input, target, run.task)[0]  # skip it (it may hold class names)
+    else:
+        X = load_csv(args.input, features_only=True)[0]
     _check_features(run, X.shape[1], args.input)
     scores = run.scores(X)
     out = io.StringIO()
@@ -267,6 +276,14 @@ def cmd_predict(args):
     else:
         sys.stdout.write(out.getvalue())
     return 0
+
+
+def _csv_header(path):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [h.strip() for h in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # load_csv reports the problem
 
 
 def _check_features(run, count, source):

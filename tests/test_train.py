@@ -2,7 +2,6 @@
 Ctrl-C, progress output, and evaluate/predict in eval mode."""
 import io
 import math
-import os
 import sys
 
 import numpy as np
@@ -133,9 +132,10 @@ def _setup(seed):
     cr.manual_seed(seed)
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
     opt = cr.optim.Adam(model.parameters(), lr=0.02)
-    sched = StepLR(opt, step_size=1, gamma=0.7)
-    stop = EarlyStopping("val_loss", patience=100)
-    return model, opt, sched, stop
+    sched = StepLR(opt, step_size=3, gamma=0.7)
+    # the second one's best epoch is known (1), so losing its state on resume would show
+    stops = [EarlyStopping("val_loss", patience=100), EarlyStopping("epoch", mode="min", patience=100)]
+    return model, opt, sched, stops
 
 
 @pytest.mark.parametrize("as_loader", [False, True], ids=["tuple", "dataloader-with-generator"])
@@ -151,34 +151,37 @@ def test_resume_is_bit_for_bit(moons, float64, tmp_path, as_loader):
     kw = dict(epochs=4, batch_size=24, progress=False)
     full_dir, part_dir = tmp_path / "full", tmp_path / "part"
 
-    model, opt, sched, stop = _setup(0)
+    model, opt, sched, full_stops = _setup(0)
     assert model[0].weight.dtype == np.float64
-    full = fit(model, data(), val, optimizer=opt, scheduler=sched, callbacks=[stop],
-               checkpoint_dir=str(full_dir), **kw)
+    record = Record()
+    full = fit(model, data(), val, optimizer=opt, scheduler=sched,
+               callbacks=[record, *full_stops], checkpoint_dir=str(full_dir), **kw)
     full_weights = weights(model)
+    assert_same_weights(full_weights, record.at[1])  # restored by the "epoch" EarlyStopping
 
-    model, opt, sched, stop = _setup(0)
-    first = fit(model, data(), val, optimizer=opt, scheduler=sched, callbacks=[stop],
+    model, opt, sched, stops = _setup(0)
+    first = fit(model, data(), val, optimizer=opt, scheduler=sched, callbacks=stops,
                 checkpoint_dir=str(part_dir), **dict(kw, epochs=2))
     assert first["epoch"] == [1, 2]
     # a "new process": other global random state, other initial weights, fresh objects
     cr.manual_seed(12345)
     cr.randn(100)
-    model, opt, sched, stop = _setup(99)
-    resumed = fit(model, data(), val, optimizer=opt, scheduler=sched, callbacks=[stop],
+    model, opt, sched, stops = _setup(99)
+    resumed = fit(model, data(), val, optimizer=opt, scheduler=sched, callbacks=stops,
                   checkpoint_dir=str(part_dir), resume=True, **kw)
 
     assert_same_weights(weights(model), full_weights)
     for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "lr"):
         assert resumed[key] == full[key], key
-    assert full["lr"] == pytest.approx([0.02 * 0.7 ** k for k in range(4)], rel=1e-12)
+    assert full["lr"] == pytest.approx([0.02, 0.02, 0.02, 0.02 * 0.7], rel=1e-12)
+    for a, b in zip(stops, full_stops):
+        assert (a.best, a.best_epoch, a.wait) == (b.best, b.best_epoch, b.wait)
     # the last-epoch states in both checkpoints agree too (EarlyStopping may have restored
     # the best epoch in memory; the checkpoints hold epoch 4 itself)
     a, b = cr.load(full_dir / CHECKPOINT), cr.load(part_dir / CHECKPOINT)
     assert a["epoch"] == b["epoch"] == 4
     assert_same_weights({k: v.data for k, v in a["model"].items()},
                         {k: v.data for k, v in b["model"].items()})
-    assert a["callbacks"][0]["best_epoch"] == b["callbacks"][0]["best_epoch"]
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, moons):

@@ -67,7 +67,8 @@ def plot_confusion_matrix(counts, path, class_names=None):
     plt = pyplot()
     n = len(counts)
     names = class_names or [str(i) for i in range(n)]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * n, 0.8 + 0.5 * n))
+    side = 1.0 + 0.5 * n  # room for the title and labels even with two classes
+    fig, ax = plt.subplots(figsize=(max(3.6, side), max(3.4, side - 0.2)))
     ax.imshow(counts, cmap="Blues")
     for i in range(n):
         for j in range(n):
