@@ -84,11 +84,14 @@ def is_tensor(obj):
     return isinstance(obj, Tensor)
 
 
+# the layers above the math: models, training, interfaces
 from chainrule.errors import SerializationError  # noqa: E402
-from chainrule.serialization import load, save  # noqa: E402
-from chainrule import optim  # noqa: E402
-from chainrule import nn  # noqa: E402
-
 from chainrule.replay import compile  # noqa: E402
+from chainrule.serialization import load, save  # noqa: E402
+from chainrule import data, metrics, nn, optim, viz  # noqa: E402
+from chainrule.train import (Callback, EarlyStopping, TrainingError, evaluate, fit,  # noqa: E402
+                             predict)
+from chainrule.jacobian import compare_gradient_methods, hvp, jacobian, jvp, vjp  # noqa: E402
+from chainrule.viz.explain import explain  # noqa: E402
 
 __version__ = "0.1.0"
