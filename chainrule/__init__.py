@@ -93,5 +93,7 @@ from chainrule.train import (Callback, EarlyStopping, TrainingError, evaluate, f
                              predict)
 from chainrule.jacobian import compare_gradient_methods, hvp, jacobian, jvp, vjp  # noqa: E402
 from chainrule.viz.explain import explain  # noqa: E402
+from chainrule import memory  # noqa: E402
+from chainrule.memory import checkpoint  # noqa: E402
 
 __version__ = "0.1.0"

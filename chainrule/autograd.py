@@ -324,11 +324,14 @@ def _reachable(roots):
 
 
 def _needed(roots, targets):
-    """The nodes from which some target is reachable (only those run for `cr.grad`)."""
+    """The nodes from which some target is reachable through an edge (only those run for
+    `cr.grad`; a non-leaf target's own node runs only if another target lies below it, so its
+    saved arrays stay for a later backward, as in PyTorch)."""
     nodes = sorted((n for n in _reachable(roots) if not isinstance(n, Tensor)), key=_seq_of)
-    needed = set(targets)
+    below, needed = set(targets), set()
     for node in nodes:  # inputs before the nodes that consume them
-        if any(e[1] in needed for e in node.edges):
+        if any(e[1] in below for e in node.edges):
+            below.add(node)
             needed.add(node)
     return needed
 

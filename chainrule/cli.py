@@ -175,6 +175,11 @@ def cmd_train(args):
     val = (standardizer.transform(splits.X_val), splits.y_val) if len(splits.X_val) else None
     callbacks = [EarlyStopping("val_loss" if val else "train_loss", patience=args.patience)] \
         if args.patience else []
+    health = None
+    if args.health:
+        from chainrule.diagnostics import TrainingHealth
+        health = TrainingHealth(model)
+        callbacks.append(health)
     os.makedirs(args.out, exist_ok=True)
     print(f"training an MLP {'-'.join(map(str, config['model']['sizes']))} ({args.activation}) on "
           f"{splits.name}: {len(splits.X_train)} train / {len(splits.X_val)} validation / "
@@ -207,6 +212,14 @@ def cmd_train(args):
             written += [os.path.basename(p) for p in _plots(RunFolder(args.out), splits)]
         except MissingDependency as e:
             print(f"chainrule: plots skipped: {e}", file=sys.stderr)
+    if health is not None:
+        verdict = health.verdict()
+        print("training health: " + (verdict if "\n" not in verdict
+                                     else "\n  " + verdict.replace("\n", "\n  ")))
+        try:
+            written.append(os.path.basename(health.plot(os.path.join(args.out, "health.png"))))
+        except MissingDependency as e:
+            print(f"chainrule: health.png skipped: {e}", file=sys.stderr)
     if "test" in results:
         print("test " + "  ".join(f"{k} {v:.4f}" for k, v in results["test"].items()))
     print(f"wrote {', '.join(written)} to {args.out}")
@@ -328,6 +341,43 @@ def cmd_plot(args):
     return 0
 
 
+def cmd_graph(args):
+    """One forward pass and loss on the first rows of the run's training data, drawn."""
+    from chainrule import viz
+    from chainrule.tensor import Tensor
+    from chainrule.train import loss_function
+    if args.rows < 1:
+        raise UsageError(f"--rows {args.rows}: must be positive")
+    run = RunFolder(args.run)
+    splits = run.splits()
+    X = run.standardizer.transform(splits.X_train[:args.rows])
+    loss_fn = loss_function("cross_entropy" if run.task == "classification" else "mse", None)
+    with viz.record() as tape:
+        loss = loss_fn(run.model(Tensor(X)), Tensor(splits.y_train[:args.rows]))
+    path = args.output or os.path.join(run.folder, "graph.dot")
+    text = viz.graph(loss, dict(run.model.named_parameters()), path=path, values=tape)
+    print(f"wrote {path}: the graph of one forward pass and loss ({loss.item():.4g}) on "
+          f"{len(X)} training rows, {text.count('[label=')} nodes")
+    return 0
+
+
+def cmd_experiment(args):
+    """depth-vs-width: chainrule.experiments.depth_vs_width, its table, JSON and plots."""
+    from chainrule.experiments import depth_vs_width, report
+    result = depth_vs_width(quick=args.quick, out=args.out)
+    print(report(result))
+    written = ["depth_vs_width.json"]
+    try:
+        from chainrule.viz.experiments import plot_depth_vs_width, plot_fits
+        plot_depth_vs_width(result, os.path.join(args.out, "depth_vs_width.png"))
+        plot_fits(result, os.path.join(args.out, "depth_vs_width_fits.png"))
+        written += ["depth_vs_width.png", "depth_vs_width_fits.png"]
+    except MissingDependency as e:
+        print(f"chainrule: plots skipped: {e}", file=sys.stderr)
+    print(f"wrote {', '.join(written)} to {args.out}")
+    return 0
+
+
 # ---- files ------------------------------------------------------------------------------------
 def _write_text(path, text):
     """Atomic: a temporary file in the same folder, then os.replace."""
@@ -387,6 +437,9 @@ def parser():
     t.add_argument("--out", default="runs/latest", help="the run folder")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("--no-plots", action="store_true")
+    t.add_argument("--health", action="store_true", help="record per-layer training health "
+                   "(gradient norms, dead and saturated units, update ratios), print a verdict "
+                   "and write health.png")
     t.add_argument("--quiet", action="store_true", help="no per-epoch output")
     t.set_defaults(fn=cmd_train)
     e = sub.add_parser("evaluate", help="metrics of a trained run on its test split or other data")
@@ -406,6 +459,17 @@ def parser():
     pl = sub.add_parser("plot", help="redraw a run's plots")
     pl.add_argument("run")
     pl.set_defaults(fn=cmd_plot)
+    gr = sub.add_parser("graph", help="draw the computation graph of one forward pass and loss")
+    gr.add_argument("run")
+    gr.add_argument("-o", "--output", help="a .dot file (default: RUN/graph.dot), or .svg/.png "
+                    "rendered by Graphviz's dot")
+    gr.add_argument("--rows", type=int, default=4, help="training rows in the batch (default 4)")
+    gr.set_defaults(fn=cmd_graph)
+    ex = sub.add_parser("experiment", help="run a measured experiment: depth-vs-width")
+    ex.add_argument("name", choices=("depth-vs-width",))
+    ex.add_argument("--out", default="runs/depth-vs-width", help="folder for the table and plots")
+    ex.add_argument("--quick", action="store_true", help="small sizes, few steps (seconds)")
+    ex.set_defaults(fn=cmd_experiment)
     return p
 
 

@@ -58,3 +58,7 @@ class DataError(ChainruleError, ValueError):
 
 class MissingDependency(ChainruleError, ImportError):
     """An optional package a feature needs is not installed; the message says what to install."""
+
+
+class GradientMismatch(ChainruleError, AssertionError):
+    """Two ways of computing the same gradient disagree (`cr.explain` checks it against autograd)."""

@@ -15,6 +15,7 @@ import numpy as np
 from chainrule import dtypes
 from chainrule.autograd import RemovableHandle, enable_grad, no_grad
 from chainrule.errors import ArgumentError, ShapeError, fmt_shape
+from chainrule.memory import trace_saved
 from chainrule.nn.parameter import Buffer, Parameter
 from chainrule.random import default_generator
 from chainrule.tensor import Tensor
@@ -274,35 +275,22 @@ class Module:
         """
         x = _example(input, batch_size, self)
         batch = x.shape[0] if x.ndim else 1
-        params = {id(t.data) for t in itertools.chain(self.parameters(), self.buffers())}
-        rows, claimed = {}, set()
-
-        def hook(module, args, out):
-            before = _saved_arrays(args)
-            new = 0
-            for i, a in _saved_arrays(out if isinstance(out, (tuple, list)) else (out,)).items():
-                if i not in before and i not in claimed and not _is_view_of(a, params):
-                    claimed.add(i)
-                    new += a.nbytes
-            shape = next((o.shape for o in (out if isinstance(out, (tuple, list)) else (out,))
-                          if isinstance(o, Tensor)), None)
-            rows[id(module)] = (shape, rows.get(id(module), (None, 0))[1] + new)
-
-        handles = [m.register_forward_hook(hook) for m in self.modules()]
+        params = [t.data for t in itertools.chain(self.parameters(), self.buffers())]
         saved_buffers = [(b, b.data.copy()) for b in self.buffers()]
         rng_state = default_generator.get_state()
         try:
             with enable_grad():
-                out = self(x)
+                out, ops, shapes, _ = trace_saved(lambda: self(x), self, params)
         finally:
-            for h in handles:
-                h.remove()
             for b, data in saved_buffers:
                 b.data[...] = data
             default_generator.set_state(rng_state)
+        saved_by = {}
+        for op in ops:
+            saved_by[op.layer] = saved_by.get(op.layer, 0) + op.saved_bytes
         table = []
         for name, m in self.named_modules():
-            shape, nbytes = rows.get(id(m), (None, 0))
+            shape, nbytes = shapes.get(name), saved_by.get(name, 0)
             own = sum(p.data.size for p in m.parameters(recurse=False))
             if next(m.children(), None) is not None and own == 0 and nbytes == 0:
                 continue  # a pure container: its children have the rows
@@ -317,7 +305,7 @@ class Module:
         rule = "-" * len(line(head))
         total = sum(p.data.size for p in self.parameters())
         trainable = sum(p.data.size for p in self.parameters() if p.requires_grad)
-        saved = sum(rows[k][1] for k in rows) / batch
+        saved = sum(op.saved_bytes for op in ops) / batch
         del out
         return "\n".join([line(head), rule] + [line(r) for r in table] + [
             rule, f"Total params: {total:,} ({trainable:,} trainable)",
@@ -341,32 +329,6 @@ def _example(input, batch_size, model):
     shape = (batch_size,) + tuple(int(n) for n in (input if isinstance(input, (tuple, list))
                                                    else (input,)))
     return Tensor(np.random.default_rng(0).standard_normal(shape).astype(dtype))
-
-
-def _saved_arrays(tensors):
-    """{id: array} for every array saved for backward in the graph behind `tensors`."""
-    found = {}
-    stack = [t.grad_fn for t in tensors if isinstance(t, Tensor) and t.grad_fn is not None]
-    seen = {id(n) for n in stack}
-    while stack:
-        node = stack.pop()
-        for a in node._saved or ():
-            if isinstance(a, np.ndarray):
-                found[id(a)] = a
-        for edge in node.edges:
-            p = edge[1]
-            if not isinstance(p, Tensor) and id(p) not in seen:
-                seen.add(id(p))
-                stack.append(p)
-    return found
-
-
-def _is_view_of(array, ids):
-    while array is not None:
-        if id(array) in ids:
-            return True
-        array = array.base
-    return False
 
 
 def _check_module(m, where):
