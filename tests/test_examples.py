@@ -5,6 +5,8 @@ import pathlib
 import numpy as np
 import pytest
 
+import chainrule as cr
+
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
@@ -56,7 +58,6 @@ def test_03_autograd_derivatives_equal_finite_differences(tmp_path):
     eps = 1e-6
     for name, (x, y, dy) in r.items():
         f = module.ACTIVATIONS[name]
-        import chainrule as cr
         with cr.no_grad():
             fd = (f(cr.tensor(x + eps)).numpy() - f(cr.tensor(x - eps)).numpy()) / (2 * eps)
         away_from_kinks = np.abs(x) > 1e-3

@@ -13,7 +13,7 @@ def plot_depth_vs_width(result, path):
             ax.loglog([r["params"] for r in rows], [max(r["loss"], 1e-8) for r in rows],
                       marker="o", ms=4, label=family)
         ax.axhline(result["settings"]["threshold"], color="k", ls=":", lw=1, label="threshold")
-        ax.set(title=name, xlabel="parameters", ylabel="final loss (MSE / Var)")
+        ax.set(title=name, xlabel="parameters", ylabel="final loss (MSE / Var), floor 1e-8")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -27,7 +27,7 @@ def plot_fits(result, path):
     plt = pyplot()
     budget = result["settings"]["budget"]
     names = list(result["targets"])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         entry = result["targets"][name]
         ax.plot(entry["x"], entry["y"], "k", lw=2, alpha=0.3, label="target")
@@ -36,7 +36,7 @@ def plot_fits(result, path):
             ax.plot(entry["x"], r["pred"], lw=1,
                     label=f"{family}, {r['params']} params (loss {r['loss']:.1e})")
         ax.set(title=name, xlabel="x")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
