@@ -217,7 +217,9 @@ def cmd_train(args):
         print("training health: " + (verdict if "\n" not in verdict
                                      else "\n  " + verdict.replace("\n", "\n  ")))
         try:
-            written.append(os.path.basename(health.plot(os.path.join(args.out, "health.png"))))
+            from chainrule import viz
+            written.append(os.path.basename(viz.plot_health(health, os.path.join(args.out,
+                                                                                 "health.png"))))
         except MissingDependency as e:
             print(f"chainrule: health.png skipped: {e}", file=sys.stderr)
     if "test" in results:

@@ -3,13 +3,11 @@
     health = TrainingHealth(model)
     cr.fit(model, data, callbacks=[health])
     print(health.verdict())        # "healthy", or one finding per line
-    health.plot("health.png")
+    cr.viz.plot_health(health, "health.png")
 """
-import textwrap
 
 import numpy as np
 
-from chainrule.errors import MissingDependency
 from chainrule.nn.activation import ReLU, Sigmoid, Tanh
 from chainrule.train import Callback
 
@@ -179,58 +177,6 @@ class TrainingHealth(Callback):
         if not self.history["epoch"]:
             return "no epochs recorded yet"
         return "\n".join(self.findings()) or "healthy"
-
-    # ---- picture ------------------------------------------------------------------------------
-    def plot(self, path):
-        """Four panels of per-layer curves over the epochs; returns `path`."""
-        plt = _pyplot()
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-        titles = {"grad_norm": "gradient norm ||dL/dW||", "update_ratio": "update ratio ||dW||/||W||",
-                  "dead": "dead ReLU units (fraction)", "saturated": "saturated sigmoid/tanh (fraction)"}
-        epochs = self.history["epoch"]
-        for ax, metric in zip(axes.ravel(), METRICS):
-            curves = self.history[metric]
-            log = metric in ("grad_norm", "update_ratio") and any(
-                v > 0 for values in curves.values() for v in values)
-            for layer, values in curves.items():
-                hidden = log and not any(v > 0 for v in values)  # all zero: off a log scale
-                ax.plot(epochs[-len(values):], values, marker="o", ms=3,
-                        label=layer + (" (0, not drawn)" if hidden else ""))
-            if log:
-                ax.set_yscale("log")
-            if metric == "update_ratio":
-                ax.axhline(1e-3, color="gray", ls="--", lw=1, label="1e-3 (healthy)")
-            if metric in ("dead", "saturated"):
-                ax.set_ylim(-0.03, 1.03)
-            if not curves:
-                ax.text(0.5, 0.5, "no such layers", ha="center", va="center",
-                        transform=ax.transAxes, color="gray")
-            elif len(curves) <= 12:
-                ax.legend(fontsize=7)
-            ax.set(title=titles[metric], xlabel="epoch")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.grid(alpha=0.3)
-        lines = self.verdict().split("\n")
-        fig.suptitle(textwrap.fill("training health: " + lines[0], 110)
-                     + (f"\n(and {len(lines) - 1} more findings)" if len(lines) > 1 else ""),
-                     fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
-
-
-def _pyplot():
-    """matplotlib.pyplot on the Agg backend, imported only when drawing. (viz.plots.pyplot does
-    the same, but viz is a layer above training: see tests/test_architecture.py.)"""
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependency("TrainingHealth.plot needs matplotlib: pip install matplotlib "
-                                "(or pip install \"chainrule[plot]\")") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def _norm(a):

@@ -44,7 +44,7 @@ def main(quick=False, out=None):
                       epochs=5 if quick else 20, batch_size=32, callbacks=[health],
                       progress=False)
         verdicts[name], accuracy[name] = health.verdict(), history["train_accuracy"][-1]
-        health.plot(os.path.join(out, f"08_health_{name}.png"))
+        cr.viz.plot_health(health, os.path.join(out, f"08_health_{name}.png"))
         print(f"{name}: MLP {'-'.join(map(str, sizes))} ({activation}), {optimizer.__name__}"
               f"(lr={lr}): accuracy {accuracy[name]:.3f}\n  "
               + verdicts[name].replace("\n", "\n  "))

@@ -130,7 +130,7 @@ def test_plot_and_checkpointed_state(tmp_path):
     cr.manual_seed(0)
     model = nn.MLP([2, 8, 2], activation="tanh")
     health = train(model, cr.optim.Adam(model.parameters(), 1e-3))
-    path = health.plot(str(tmp_path / "health.png"))
+    path = cr.viz.plot_health(health, str(tmp_path / "health.png"))
     assert open(path, "rb").read(8) == PNG_SIGNATURE
     other = TrainingHealth(model)
     other.load_state_dict(health.state_dict())

@@ -1,4 +1,6 @@
 """Training pictures with matplotlib's Agg backend; matplotlib is imported only when drawing."""
+import textwrap
+
 import numpy as np
 
 from chainrule.errors import MissingDependency
@@ -76,6 +78,45 @@ def plot_confusion_matrix(counts, path, class_names=None):
                     color="white" if counts[i, j] > counts.max() / 2 else "black")
     ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names,
            xlabel="predicted", ylabel="true", title="confusion matrix (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_health(health, path):
+    """Four panels of a diagnostics.TrainingHealth's per-layer curves over the epochs; returns path."""
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    titles = {"grad_norm": "gradient norm ||dL/dW||", "update_ratio": "update ratio ||dW||/||W||",
+              "dead": "dead ReLU units (fraction)", "saturated": "saturated sigmoid/tanh (fraction)"}
+    epochs = health.history["epoch"]
+    for ax, metric in zip(axes.ravel(), [k for k in health.history if k != "epoch"]):
+        curves = health.history[metric]
+        log = metric in ("grad_norm", "update_ratio") and any(
+            v > 0 for values in curves.values() for v in values)
+        for layer, values in curves.items():
+            hidden = log and not any(v > 0 for v in values)  # all zero: off a log scale
+            ax.plot(epochs[-len(values):], values, marker="o", ms=3,
+                    label=layer + (" (0, not drawn)" if hidden else ""))
+        if log:
+            ax.set_yscale("log")
+        if metric == "update_ratio":
+            ax.axhline(1e-3, color="gray", ls="--", lw=1, label="1e-3 (healthy)")
+        if metric in ("dead", "saturated"):
+            ax.set_ylim(-0.03, 1.03)
+        if not curves:
+            ax.text(0.5, 0.5, "no such layers", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
+        elif len(curves) <= 12:
+            ax.legend(fontsize=7)
+        ax.set(title=titles[metric], xlabel="epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    lines = health.verdict().split("\n")
+    fig.suptitle(textwrap.fill("training health: " + lines[0], 110)
+                 + (f"\n(and {len(lines) - 1} more findings)" if len(lines) > 1 else ""),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
