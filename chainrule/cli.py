@@ -1,4 +1,4 @@
-"""The `chainrule` command line: train, evaluate, predict, info, datasets, plot.
+"""The `chainrule` command line: train, evaluate, predict, info, datasets, plot, graph, experiment.
 
 A run folder (`--out`) holds model.safetensors, config.json (everything needed to rebuild the
 model and its preprocessing), metrics.json, history.csv, the plots, and checkpoint.safetensors.
