@@ -1,195 +1,357 @@
-"""Benchmark: chainrule against hand-written NumPy (the floor) and PyTorch eager, side by side.
+"""The benchmark suite of issue 6: chainrule against hand-written NumPy (the floor), PyTorch eager,
+scikit-learn, MyGrad and HIPS autograd, on workloads W1-W6 (bench/workloads.py).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/run.py [--reps 5] [--threads 1]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/run.py --threads 1 --write
 
-Same data, same initial weights, same hyper-parameters, float32, one process; the systems are
-interleaved within each repetition so machine noise hits them alike. Reports median (min-max)
-seconds per workload and each median as a ratio to hand-written NumPy's median in the same run.
-
-W1: MLP 784-256-128-10, ReLU, softmax cross-entropy, SGD, batch 128, one epoch of 60,000 samples.
-W2: MLP 2-16-16-2, ReLU, softmax cross-entropy, SGD, batch 32, 2,000 steps on two-moons data.
+Same data, same initial weights, same batch order and hyper-parameters, float32. Each workload:
+one untimed run per system whose result (final weights, or outputs) is checked against NumPy's,
+then `--reps` repetitions with the systems interleaved (the order rotated each repetition),
+median and min-max, each median also as a ratio to NumPy's median in the same run. W5 (memory)
+runs each system in a fresh subprocess (bench/memory.py). Prints a Markdown table; `--json`
+writes the run, `--write` merges it into bench/results.json and rebuilds bench/RESULTS.md.
+Exit status 1 when a system diverged from NumPy or failed.
 """
 import argparse
+import cProfile
+import gc
+import importlib.metadata
+import io
 import json
 import os
-import platform
+import pstats
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 
-import numpy as np
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import chainrule as cr  # noqa: E402
+import numpy as np  # noqa: E402
 
+import memory  # noqa: E402
+import report  # noqa: E402
+import workloads  # noqa: E402
+from systems import SYSTEMS, ChainruleCLI  # noqa: E402
 
-# ---- data and weights shared by every system --------------------------------------------------
-def two_moons(n, seed):
-    rng = np.random.default_rng(seed)
-    t, label = rng.uniform(0, np.pi, n), rng.integers(0, 2, n)
-    pts = np.stack([np.where(label == 0, np.cos(t), 1 - np.cos(t)),
-                    np.where(label == 0, np.sin(t), 0.5 - np.sin(t))], 1)
-    return (pts + rng.normal(0, 0.1, (n, 2))).astype(np.float32), label.astype(np.int64)
-
-
-def workload(name, quick):
-    rng = np.random.default_rng(0)
-    if name == "W1":
-        sizes, batch, n = (784, 256, 128, 10), 128, 12_800 if quick else 60_000
-        x = rng.standard_normal((n, 784), dtype=np.float32)
-        y = rng.integers(0, 10, n)
-        steps = n // batch
-    else:
-        sizes, batch, steps = (2, 16, 16, 2), 32, 400 if quick else 2_000
-        x, y = two_moons(2_000, 0)
-    weights = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        bound = 1 / np.sqrt(n_in)
-        weights += [rng.uniform(-bound, bound, (n_out, n_in)).astype(np.float32),  # (out, in)
-                    rng.uniform(-bound, bound, n_out).astype(np.float32)]
-    order = rng.integers(0, len(x) - batch, steps)  # batch start offsets, the same for everyone
-    return dict(x=x, y=y, weights=weights, starts=order, batch=batch, lr=0.01)
+ALL = ("W1", "W2", "W3", "W4", "W5", "W6")
+REPS = {"W3": 3}             # default repetitions where not 5 (W3 is ~15 s per system)
+TOLERANCE = 1e-4             # max abs difference of final weights / outputs from NumPy's
+TARGETS = {"W1": {"chainrule": 1.05}, "W2": {"chainrule": 2.0, "chainrule compiled": 1.25},
+           "W3": {"chainrule": 1.05}, "W4": {"chainrule": 1.05}}
 
 
-# ---- the systems ------------------------------------------------------------------------------
-def run_numpy(w):
-    """Hand-written forward and backward: the floor a NumPy framework can reach.
-    Weights kept as (in, out), the layout fastest for `x @ W` (returned as (out, in))."""
-    params = [p.T.copy() for p in w["weights"]]
-    x_all, y_all, batch, lr = w["x"], w["y"], w["batch"], w["lr"]
-    n_layers = len(params) // 2
-    for s in w["starts"]:
-        x, y = x_all[s:s + batch], y_all[s:s + batch]
-        acts, h = [x], x
-        for i in range(n_layers):
-            h = h @ params[2 * i] + params[2 * i + 1]
-            if i < n_layers - 1:
-                h = np.maximum(h, 0)
-                acts.append(h)
-        z = h - h.max(1, keepdims=True)
-        e = np.exp(z)
-        p = e / e.sum(1, keepdims=True)
-        loss = -np.log(p[np.arange(batch), y]).mean()
-        p[np.arange(batch), y] -= 1
-        g = p / batch
-        for i in reversed(range(n_layers)):
-            gw, gb = acts[i].T @ g, g.sum(0)
-            if i > 0:
-                g = (g @ params[2 * i].T) * (acts[i] > 0)
-            params[2 * i] -= lr * gw
-            params[2 * i + 1] -= lr * gb
-    return float(loss), [p.T for p in params]
+def parse(argv=None):
+    ap = argparse.ArgumentParser(description="chainrule benchmark suite (issue 6)")
+    ap.add_argument("--threads", type=int, choices=(1, 2), default=1,
+                    help="BLAS threads (threadpoolctl) and torch.set_num_threads")
+    ap.add_argument("--workloads", default=",".join(ALL), help="comma-separated, e.g. W1,W2")
+    ap.add_argument("--systems", help="comma-separated subset of: "
+                    + ", ".join(s.name for s in SYSTEMS) + " (numpy always runs)")
+    ap.add_argument("--reps", type=int, help=f"repetitions (default 5; {REPS})")
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument("--json", help="write this run's results here")
+    ap.add_argument("--write", action="store_true",
+                    help="merge into bench/results.json and rebuild bench/RESULTS.md")
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, cProfile one run of each chainrule row and print the top")
+    args = ap.parse_args(argv)
+    args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in args.workloads if w not in ALL]
+    if bad:
+        ap.error(f"unknown workloads {bad}; choose from {', '.join(ALL)}")
+    if args.systems:
+        names = {s.name for s in SYSTEMS}
+        wanted = {s.strip() for s in args.systems.split(",")} | {"numpy"}
+        if wanted - names:
+            ap.error(f"unknown systems {sorted(wanted - names)}")
+        args.systems = wanted
+    if args.reps is not None and args.reps < 1:
+        ap.error("--reps must be at least 1")
+    return args
 
 
-def run_chainrule(w):
-    params = [cr.tensor(p, requires_grad=True) for p in w["weights"]]
-    x_all, y_all, batch, lr = w["x"], w["y"], w["batch"], w["lr"]
-    n_layers = len(params) // 2
-    for s in w["starts"]:
-        h = cr.from_numpy(x_all[s:s + batch])
-        for i in range(n_layers):
-            h = cr.linear(h, params[2 * i], params[2 * i + 1])
-            if i < n_layers - 1:
-                h = h.relu()
-        loss = cr.cross_entropy(h, y_all[s:s + batch])
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with cr.no_grad():
-            for p in params:
-                p.data -= lr * p.grad.data
-    return loss.item(), [p.numpy() for p in params]
-
-
-def run_torch(w):
-    import torch
-    params = [torch.tensor(p, requires_grad=True) for p in w["weights"]]
-    x_all, y_all = torch.from_numpy(w["x"]), torch.from_numpy(w["y"])
-    batch, lr, n_layers = w["batch"], w["lr"], len(params) // 2
-    for s in w["starts"]:
-        h = x_all[s:s + batch]
-        for i in range(n_layers):
-            h = torch.nn.functional.linear(h, params[2 * i], params[2 * i + 1])
-            if i < n_layers - 1:
-                h = h.relu()
-        loss = torch.nn.functional.cross_entropy(h, y_all[s:s + batch])
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for p in params:
-                p.data -= lr * p.grad.data
-    return loss.item(), [p.detach().numpy() for p in params]
-
-
-SYSTEMS = {"numpy": run_numpy, "chainrule": run_chainrule, "torch": run_torch}
-TARGETS = {"W1": 1.10, "W2": 2.0}
-
-
-def blas_info():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl not installed (pip install threadpoolctl)"
-    return "; ".join(f"{i['internal_api']} {i.get('version')} kernel={i.get('architecture')} "
-                     f"threads={i['num_threads']}" for i in threadpool_info() if i["user_api"] == "blas")
-
-
-def main():
-    ap = argparse.ArgumentParser(description="chainrule vs NumPy vs PyTorch, ratios in one run")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads per system")
-    ap.add_argument("--workloads", default="W1,W2")
-    ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke test)")
-    ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args()
-
-    systems = dict(SYSTEMS)
+def limit_threads(threads):
+    """Load every BLAS/OpenMP runtime first, then limit them all; keep children in step."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
     try:
         import torch
-        torch.set_num_threads(args.threads)
-    except ImportError:
-        del systems["torch"]
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(args.threads)
+        torch.set_num_threads(threads)
     except ImportError:
         pass
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"# chainrule benchmark  python {platform.python_version()}  numpy {np.__version__}"
-          + (f"  torch {sys.modules['torch'].__version__}" if "torch" in sys.modules else ""))
-    print(f"# BLAS: {blas_info()}")
-    print("# OPENBLAS_CORETYPE/L2_SIZE: " + ("unset for this run" if not any(env.values())
-                                              else f"set {env} (slower kernel)"))
-    results = {}
-    for name in args.workloads.split(","):
-        w = workload(name, args.quick)
-        times = {s: [] for s in systems}
-        final = {}
-        for rep in range(args.reps + 1):  # rep 0 warms up and is not counted
-            for s, fn in systems.items():
-                t0 = time.perf_counter()
-                final[s] = fn(w)
-                if rep:
-                    times[s].append(time.perf_counter() - t0)
-        ref = final["numpy"][1]
-        for s in systems:  # everyone must have computed the same thing
-            err = max(float(np.max(np.abs(a - b))) for a, b in zip(final[s][1], ref))
-            assert err < 1e-3, f"{s} diverged from numpy on {name}: max weight difference {err}"
-        base = statistics.median(times["numpy"])
-        results[name] = {s: {"median": statistics.median(t), "min": min(t), "max": max(t),
-                             "ratio": statistics.median(t) / base} for s, t in times.items()}
-    print(f"\n| workload | system | median s | min-max s | ratio to NumPy | target |")
-    print("|---|---|---|---|---|---|")
-    for name, rows in results.items():
-        for s, r in rows.items():
-            target = f"<= {TARGETS[name]:.2f}" if s == "chainrule" else ""
-            print(f"| {name} | {s} | {r['median']:.3f} | {r['min']:.3f}-{r['max']:.3f} | "
-                  f"{r['ratio']:.2f} | {target} |")
+    for module in ("sklearn.neural_network", "mygrad", "autograd.scipy.special"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(threads)
+
+
+def machine(args):
+    def cpuinfo(key):
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith(key):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            return None
+
+    flags = set((cpuinfo("flags") or "").split())
+    simd = [f for f in ("avx2", "fma", "avx512f") if f in flags]
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) / 2 ** 20
+    except OSError:
+        mem = 0.0
+    versions = {"python": sys.version.split()[0], "numpy": np.__version__}
+    for dist in ("torch", "scikit-learn", "mygrad", "autograd", "threadpoolctl", "chainrule"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    try:
+        from threadpoolctl import threadpool_info
+        pools = [{"user_api": p["user_api"], "internal_api": p["internal_api"],
+                  "version": p.get("version"), "architecture": p.get("architecture"),
+                  "num_threads": p["num_threads"],
+                  "library": os.path.join(*p["filepath"].split(os.sep)[-2:])}
+                 for p in threadpool_info()]
+    except ImportError:
+        pools = []
+    git = subprocess.run(["git", "-C", os.path.dirname(HERE), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip() or "?"
+    return {
+        "command": "python bench/run.py " + shlex.join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": f"{cpuinfo('model name') or '?'} ({', '.join(simd)})",
+        "cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+        "memory_gib": mem, "versions": versions, "threadpools": pools, "git": git,
+        "threads": args.threads,
+        "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
+        "load_start": _load(),
+    }
+
+
+def _load():
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# ---- timing -----------------------------------------------------------------------------------
+def max_abs_diff(result, ref):
+    if "outputs" in result:
+        expected = ref["outputs"]
+        if result.get("probabilities"):
+            e = np.exp(expected - expected.max(1, keepdims=True))
+            expected = e / e.sum(1, keepdims=True)
+        return float(np.max(np.abs(result["outputs"] - expected)))
+    if result.get("weights") is None or result.get("compare_weights") is False:
+        return None
+    if result.get("epochs") != ref.get("epochs"):
+        return None
+    return max(float(max(np.max(np.abs(W - W0)), np.max(np.abs(b - b0))))
+               for (W, b), (W0, b0) in zip(result["weights"], ref["weights"]))
+
+
+def time_workload(spec, systems, reps, log):
+    """{system: {...}} for one workload: a checked run, then interleaved timed repetitions."""
+    workloads.check_orders(spec)
+    rows, problems = {}, []
+    for s in systems:  # the untimed run, also a warm-up
+        result = s.prepare(spec)()
+        rows[s.name] = {"epochs": result.get("epochs"), "accuracy": result.get("accuracy"),
+                        "_result": result}
+        if s.name == "chainrule" and spec.name == "W6":
+            ChainruleCLI.epochs = result["epochs"]  # the CLI runs as many epochs as fit needed
+    ref = rows["numpy"]["_result"]
+    for name, row in rows.items():
+        result = row.pop("_result")
+        if name == "numpy":
+            row["check"] = "reference"
+            continue
+        diff = max_abs_diff(result, ref)
+        row["max_abs_diff"] = diff
+        row["check_ok"] = diff is None or diff <= TOLERANCE
+        if diff is None:
+            row["check"] = ("not compared (other seed)" if name == "chainrule CLI" else
+                            "not compared (different Adam)" if name == "sklearn" else
+                            f"not compared ({row['epochs']} epochs, NumPy {ref.get('epochs')})")
+        if not row["check_ok"]:
+            problems.append(f"{spec.name}: {name} diverged from NumPy: max abs difference "
+                            f"{diff:.3g} > {TOLERANCE:g} (a bug)")
+    del ref, result
+    times = {s.name: [] for s in systems}
+    cpu = {s.name: [] for s in systems}
+    for rep in range(reps):
+        k = rep % len(systems)
+        for s in systems[k:] + systems[:k]:
+            run = s.prepare(spec)
+            gc.collect()
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = run()
+            times[s.name].append(time.perf_counter() - t0)
+            cpu[s.name].append(time.process_time() - c0)
+            del out, run
+        log(f"  {spec.name} repetition {rep + 1}/{reps}: "
+            + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()))
+    base = statistics.median(times["numpy"])
+    for name, t in times.items():
+        m = statistics.median(t)
+        rows[name].update(times=t, cpu_times=cpu[name], median=m, min=min(t), max=max(t),
+                          ratio=m / base)
+    return rows, problems
+
+
+def profile(spec, system, top=18):
+    run = system.prepare(spec)
+    prof = cProfile.Profile()
+    prof.runcall(run)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+    text = out.getvalue()
+    return text[text.find("ncalls") - 3:] if "ncalls" in text else text
+
+
+# ---- the run ----------------------------------------------------------------------------------
+def main(argv=None):
+    args = parse(argv)
+    threads = limit_threads(args.threads)  # noqa: F841  (kept alive for the whole run)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    head = machine(args)
+    if any(head["openblas_env"].values()):
+        log(f"note: {head['openblas_env']} is set (it selects a slower OpenBLAS kernel here); "
+            "the documented command runs under `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`")
+    available, skipped = [], {}
+    for s in SYSTEMS:
+        if args.systems and s.name not in args.systems:
+            continue
+        why = s.missing()
+        if why:
+            skipped[s.name] = why
+        else:
+            available.append(s)
+    run = {"header": head, "quick": args.quick, "workloads": {}, "skipped": skipped,
+           "notes": {s.name: s.note for s in available}, "problems": []}
+    for name in args.workloads:
+        log(f"{name} ...")
+        began = time.perf_counter()
+        if name == "W5":
+            run["workloads"]["W5"] = w5(available, args, log)
+            run["problems"] += [f"W5 {s} {p}: the child failed" for s, ph in
+                                run["workloads"]["W5"]["systems"].items()
+                                for p, r in ph.items() if "error" in r]
+            continue
+        spec = workloads.make(name, args.quick)
+        systems = [s for s in available if name in s.workloads]
+        reps = args.reps or REPS.get(name, 5)
+        try:
+            rows, problems = time_workload(spec, systems, reps, log)
+        except Exception as e:  # one broken system must not lose the other workloads
+            import traceback
+            traceback.print_exc()
+            run["problems"].append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        entry = {"description": spec.description, "reps": reps, "systems": rows,
+                 "seconds": time.perf_counter() - began}
+        entry["targets"] = targets(spec, rows)
+        run["workloads"][name] = entry
+        run["problems"] += problems
+        if args.profile:
+            entry["profile"] = {}
+            for s in systems:
+                if s.name.startswith("chainrule") and s.name != "chainrule CLI":
+                    entry["profile"][s.name] = text = profile(spec, s)
+                    print(f"\n### cProfile: {name} {s.name} (top by own time)\n```\n{text}```")
+        del spec
+        gc.collect()
+    head["load_end"] = _load()
+    print(report.markdown(run, f"threads={args.threads}" + (" quick" if args.quick else "")))
+    key = f"threads={args.threads}" + (" quick" if args.quick else "")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"blas": blas_info(), "threads": args.threads, "results": results}, f, indent=1)
+        _write_json(args.json, {"runs": {key: run}})
+    if args.write:
+        path = os.path.join(HERE, "results.json")
+        runs = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                runs = json.load(f).get("runs", {})
+        runs[key] = run
+        _write_json(path, {"runs": runs})
+        with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+            f.write(report.results_md(runs))
+        log(f"wrote {path} and {os.path.join(HERE, 'RESULTS.md')}")
+    for p in run["problems"]:
+        log(f"PROBLEM: {p}")
+    return 1 if run["problems"] else 0
+
+
+def targets(spec, rows):
+    out = []
+    for system, limit in TARGETS.get(spec.name, {}).items():
+        if system in rows:
+            out.append({"system": system, "limit": limit, "value": rows[system]["ratio"],
+                         "pass": rows[system]["ratio"] <= limit})
+    if spec.name == "W6" and "sklearn" in rows:
+        sk = rows["sklearn"]
+        for r in rows.values():
+            r["ratio_sklearn"] = r["median"] / sk["median"]
+            r["reached"] = r.get("accuracy") is not None and r["accuracy"] >= spec.target_accuracy
+        if "chainrule" in rows:  # sklearn not reaching the accuracy at all counts as slower
+            cr = rows["chainrule"]
+            out.append({"system": "chainrule", "what": "faster than sklearn at equal accuracy",
+                        "value": cr["ratio_sklearn"],
+                        "pass": cr["reached"] and (not sk["reached"] or cr["median"] < sk["median"])})
+    return out
+
+
+def w5(systems, args, log):
+    names = [s.name for s in systems if s.name in memory.SYSTEMS]
+    results = memory.measure(names, args.threads, args.quick, log)
+    for system, phases in results.items():
+        if system == "chainrule compiled" and "train" in phases and "error" not in phases["train"]:
+            phases["train"]["saved_bytes"] = None  # cr.saved_bytes sees only the Replay node
+    notes = [
+        "one fresh subprocess per system and phase; after a warm-up run, the rise of the "
+        "resident set's high-water mark (VmHWM, reset through /proc/self/clear_refs) over the "
+        "resident set before the measured run, and tracemalloc's peak over a further run "
+        "(PyTorch allocates outside Python's allocator, so tracemalloc barely sees it); "
+        "MALLOC_MMAP_THRESHOLD_=65536 for every child so freed blocks go back to the system",
+        "train: one W1 step (batch 128) through each system's training code, for chainrule a "
+        "cr.fit epoch of one batch; infer: the whole W4 run (60 batches of 1,000) after a "
+        "warm-up W4 run",
+        "saved for backward: cr.saved_bytes(loss) (chainrule), the unique storages "
+        "torch.autograd.graph.saved_tensors_hooks packs (torch), the arrays the hand-written "
+        "backward reads (numpy), each counting weights the graph references; inference: the "
+        "same after a no_grad forward. chainrule compiled: n/a, since cr.saved_bytes sees only "
+        "the one Replay node, not the arrays the recorded ops keep",
+        "one measurement per system and phase (no repetitions)",
+    ]
+    tgt = []
+    cr, th = results.get("chainrule", {}), results.get("torch", {})
+    if "rss_peak" in cr.get("train", {}) and "rss_peak" in th.get("train", {}):
+        tgt.append({"phase": "train", "system": "chainrule", "what": "below torch's resident peak",
+                    "pass": cr["train"]["rss_peak"] < th["train"]["rss_peak"]})
+    if "saved_bytes" in cr.get("infer", {}):
+        tgt.append({"phase": "infer", "system": "chainrule", "what": "saves nothing",
+                    "pass": cr["infer"]["saved_bytes"] == 0})
+    sizes = workloads.SHAPES["W1"]["quick" if args.quick else "full"]
+    return {"description": f"peak memory of one W1 training step (batch {sizes[1]}) and of the "
+                           "W4 inference run", "systems": results, "targets": tgt, "notes": notes}
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=float)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -497,7 +497,7 @@ def _accumulate(leaf, g, aliased, create_graph):
         return
     if leaf.grad is None:
         if aliased or g.base is not None:  # a view, or an array someone else holds
-            g = g.copy()
+            g = g.copy(order="K")
         leaf.grad = Tensor._make(g)
     elif leaf.grad.data.flags.writeable and leaf.grad.grad_fn is None:
         np.add(leaf.grad.data, g, out=leaf.grad.data)
@@ -523,7 +523,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if g is None and not allow_unused:
             raise GraphError(f"grad: input {i} was not used to compute the outputs; pass "
                              "allow_unused=True to get None for it")
-        out.append(None if g is None else _as_tensor(g) if create_graph else Tensor._make(g.copy()))
+        out.append(None if g is None else _as_tensor(g) if create_graph else Tensor._make(g.copy(order="K")))
     return tuple(out)
 
 

@@ -48,16 +48,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exceptio
     for i, a in zip(checked, analytic):
         x = inputs[i].data
         numeric = np.zeros_like(x)
-        flat, nflat = x.reshape(-1), numeric.reshape(-1)
         with autograd.no_grad():
-            for k in range(flat.size):
-                orig = flat[k]
-                flat[k] = orig + eps
+            for k in np.ndindex(x.shape):  # in place, whatever the memory order of x
+                orig = x[k]
+                x[k] = orig + eps
                 up = float(_projected(fn, inputs, weights).data)
-                flat[k] = orig - eps
+                x[k] = orig - eps
                 down = float(_projected(fn, inputs, weights).data)
-                flat[k] = orig
-                nflat[k] = (up - down) / (2 * eps)
+                x[k] = orig
+                numeric[k] = (up - down) / (2 * eps)
         a = np.zeros_like(x) if a is None else a.data
         bad = ~np.isclose(a, numeric, rtol=rtol, atol=atol)
         if bad.any():

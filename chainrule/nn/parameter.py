@@ -23,13 +23,13 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
     def __reduce_ex__(self, protocol):  # copy/deepcopy/pickle keep the class and requires_grad
-        return (type(self), (self.data.copy(), self.requires_grad))
+        return (type(self), (self.data.copy(order="K"), self.requires_grad))
 
     def __deepcopy__(self, memo):
-        p = type(self)(self.data.copy(), self.requires_grad)
+        p = type(self)(self.data.copy(order="K"), self.requires_grad)
         memo[id(self)] = p
         if self.grad is not None:
-            p.grad = Tensor._make(self.grad.data.copy())
+            p.grad = Tensor._make(self.grad.data.copy(order="K"))
         return p
 
 
@@ -44,6 +44,6 @@ class Buffer(Tensor):
         self.persistent = persistent
 
     def __deepcopy__(self, memo):
-        b = type(self)(self.data.copy(), self.persistent)
+        b = type(self)(self.data.copy(order="K"), self.persistent)
         memo[id(self)] = b
         return b

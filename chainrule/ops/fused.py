@@ -28,7 +28,10 @@ class Linear(Function):
         gx = grad @ weight if need_x else None
         if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out)
             grad, x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-        gw = grad.T @ x if need_w else None
+        gw = None
+        if need_w:  # in the weight's own memory order, so updates stay one contiguous pass
+            gw = (np.matmul(grad.T, x, out=np.empty_like(weight)) if isinstance(grad, np.ndarray)
+                  else grad.T @ x)
         gb = grad.sum(axis=0) if ctx.needs_input_grad[2:3] == (True,) else None
         return gx, gw, gb
 

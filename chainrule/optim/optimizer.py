@@ -147,8 +147,10 @@ class Optimizer:
 def _load_value(name, value, p, i):
     if name == "step":
         return int(value)
-    arr = np.asarray(value).astype(p.data.dtype, copy=True)
-    if arr.shape != p.data.shape:
-        raise shape_error(f"load_state_dict: state '{name}' of parameter {i}", arr.shape,
+    value = np.asarray(value)
+    if value.shape != p.data.shape:
+        raise shape_error(f"load_state_dict: state '{name}' of parameter {i}", value.shape,
                           p.data.shape, detail="does not match the parameter's shape")
+    arr = np.empty_like(p.data)  # the parameter's dtype and memory order
+    np.copyto(arr, value, casting="unsafe")
     return arr

@@ -38,7 +38,7 @@ class SGD(Optimizer):
         if mu:
             b = state.get("momentum_buffer")
             if b is None:
-                b = state["momentum_buffer"] = g.copy()
+                b = state["momentum_buffer"] = g.copy(order="K")
             else:
                 b *= mu
                 b += (1 - tau) * g

@@ -1,0 +1,125 @@
+"""Markdown from a run's JSON-able result (bench/run.py), so RESULTS.md can be rebuilt from
+results.json for every run it holds."""
+MB = 2 ** 20
+
+
+def _s(x):
+    return "—" if x is None else f"{x:.3f}" if x < 100 else f"{x:.1f}"
+
+
+def _diff(r):
+    if r.get("check") == "reference":
+        return "reference"
+    if r.get("max_abs_diff") is None:
+        return r.get("check") or "—"
+    text = f"{r['max_abs_diff']:.1e}"
+    return text if r.get("check_ok", True) else f"**DIVERGED** {text}"
+
+
+def _mark(ok):
+    return "pass" if ok else "**fail**"
+
+
+def header(h):
+    blas = "; ".join(f"{b['internal_api']} {b['version']} ({b['user_api']}, kernel "
+                     f"{b.get('architecture')}, {b['num_threads']} threads, {b['library']})"
+                     for b in h["threadpools"]) or "threadpoolctl not installed"
+    env = ", ".join(f"{k}={'unset' if v is None else repr(v)}" for k, v in h["openblas_env"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in h["versions"].items())
+    return "\n".join([
+        f"- command: `{h['command']}` ({h['date']})",
+        f"- machine: {h['cpu']}, {h['cores']} cores ({h['affinity']} usable), "
+        f"{h['memory_gib']:.0f} GiB; load average {h['load_start']} at the start, "
+        f"{h.get('load_end', '?')} at the end (other processes may share the machine)",
+        f"- versions: {versions}; chainrule at {h['git']}",
+        f"- BLAS threads: {h['threads']} (threadpoolctl and torch.set_num_threads); "
+        f"threadpools: {blas}",
+        f"- environment: {env}",
+    ])
+
+
+def timing_table(run):
+    lines = ["| workload | system | median s | min-max s | x NumPy | max abs diff vs NumPy | "
+             "target |", "|---|---|---:|---:|---:|---|---|"]
+    for name, w in run["workloads"].items():
+        if name in ("W5", "W6"):
+            continue
+        targets = {t["system"]: t for t in w.get("targets", [])}
+        for system, r in w["systems"].items():
+            t = targets.get(system)
+            mark = f"<= {t['limit']:.2f} {_mark(t['pass'])}" if t else ""
+            lines.append(f"| {name} | {system} | {_s(r['median'])} | {_s(r['min'])}-{_s(r['max'])}"
+                         f" | {r['ratio']:.2f} | {_diff(r)} | {mark} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def w6_table(w):
+    lines = [f"W6: {w['description']}", "",
+             "| system | median s | min-max s | x NumPy | x sklearn | epochs | test accuracy | "
+             "max abs diff vs NumPy | target |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    targets = {t["system"]: t for t in w.get("targets", [])}
+    for system, r in w["systems"].items():
+        t = targets.get(system)
+        mark = f"{t['what']} {_mark(t['pass'])}" if t else ""
+        acc = "—" if r.get("accuracy") is None else f"{r['accuracy']:.4f}"
+        rel = "—" if r.get("ratio_sklearn") is None else f"{r['ratio_sklearn']:.2f}"
+        lines.append(f"| {system} | {_s(r['median'])} | {_s(r['min'])}-{_s(r['max'])} | "
+                     f"{r['ratio']:.2f} | {rel} | {r.get('epochs', '—')} | {acc} | {_diff(r)} | "
+                     f"{mark} |")
+    return "\n".join(lines)
+
+
+def w5_table(w):
+    lines = [f"W5: {w['description']}", "",
+             "| phase | system | resident set peak MB | tracemalloc peak MB | saved for backward "
+             "MB | target |", "|---|---|---:|---:|---:|---|"]
+    targets = {(t["phase"], t["system"]): t for t in w.get("targets", [])}
+    for phase in ("train", "infer"):
+        for system, phases in w["systems"].items():
+            r = phases.get(phase, {})
+            if "error" in r:
+                lines.append(f"| {phase} | {system} | failed | | | |")
+                continue
+            t = targets.get((phase, system))
+            mark = f"{t['what']} {_mark(t['pass'])}" if t else ""
+            saved = "n/a" if r.get("saved_bytes") is None else f"{r['saved_bytes'] / MB:.3f}"
+            lines.append(f"| {phase} | {system} | {r['rss_peak'] / MB:.2f} | "
+                         f"{r['tracemalloc_peak'] / MB:.2f} | {saved} | {mark} |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in w.get("notes", [])])
+
+
+def markdown(run, title):
+    parts = [f"## {title}", "", header(run["header"]), ""]
+    table = timing_table(run)
+    if table:
+        parts += ["Seconds per workload: median and min-max over the repetitions (number "
+                  "given with each workload below), the systems interleaved (order rotated each "
+                  "repetition); ratios to the hand-written NumPy median of the same run. "
+                  "Before timing, each system's result (final weights, or outputs) is compared "
+                  "with NumPy's.", "", table, ""]
+        for name, w in run["workloads"].items():
+            if name not in ("W5", "W6"):
+                parts.append(f"- {name} ({w['reps']} repetitions): {w['description']}")
+        parts.append("")
+    if "W6" in run["workloads"]:
+        parts += [w6_table(run["workloads"]["W6"]), ""]
+    if "W5" in run["workloads"]:
+        parts += [w5_table(run["workloads"]["W5"]), ""]
+    parts += ["Systems:", ""] + [f"- **{k}**: {v}" for k, v in run["notes"].items()]
+    if run.get("skipped"):
+        parts += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in run["skipped"].items())]
+    if run.get("problems"):
+        parts += ["", "**Problems:**", ""] + [f"- {p}" for p in run["problems"]]
+    return "\n".join(parts) + "\n"
+
+
+def results_md(runs):
+    out = ["# chainrule benchmark results", "",
+           "Made by `bench/run.py --write` (see bench/README.md); one section per BLAS thread "
+           "setting, the newest run of each. Targets of issue 6, as ratios to hand-written NumPy "
+           "in the same run: W1 <= 1.05, W2 <= 2.0 eager and <= 1.25 compiled, W3 <= 1.05, "
+           "W4 <= 1.05; W5 training peak below PyTorch's and nothing saved at inference; W6 "
+           "faster than scikit-learn at equal accuracy.", ""]
+    for key in sorted(runs):
+        out.append(markdown(runs[key], key))
+    return "\n".join(out)
