@@ -196,19 +196,19 @@ class Function:
     @classmethod
     def apply(cls, *args):
         ctx = _new(cls)
-        arrays = []
-        record = False
-        for a in args:
+        arrays, edges, grad_on = [], None, _state.grad_enabled
+        for i, a in enumerate(args):
             if isinstance(a, Tensor):
                 arrays.append(a.data)
-                if a.requires_grad:
-                    record = True
+                if grad_on and a.requires_grad:  # an edge: (position, where the gradient goes,
+                    if edges is None:            # shape and dtype to unbroadcast and cast it to)
+                        edges = []
+                    edges.append((i, a.grad_fn or a, a.data.shape, a.data.dtype))
             else:  # NumPy scalars act as Python scalars: `float32 * np.float64(2)` stays float32
                 arrays.append(a.item() if isinstance(a, np.number) else a)
-        if record and _state.grad_enabled:
-            _link(ctx, args)
-        else:
-            record = False
+        record = edges is not None
+        if record:
+            _link(ctx, edges, len(args))
         try:
             out = cls.forward(ctx, *arrays)
         except ValueError as e:
@@ -251,16 +251,13 @@ _FREED = ("trying to backward through the graph a second time (or to read saved 
           "were freed); pass retain_graph=True to the first backward() if you need to")
 
 
-def _link(ctx, args):
-    """Record on ctx its edges: for each input that requires grad, (argument position, where its
-    gradient goes (its node, or the leaf Tensor itself), its shape, its dtype)."""
-    edges, needs = [], []
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor) and a.requires_grad:
-            edges.append((i, a.grad_fn or a, a.data.shape, a.data.dtype))
-            needs.append(True)
-        else:
-            needs.append(False)
+def _link(ctx, edges, n_args):
+    """Make ctx a node of the graph: its edges (for each input that requires grad: its argument
+    position, where its gradient goes (its node, or the leaf Tensor itself), its shape, its
+    dtype), which inputs need a gradient, and its place in creation order."""
+    needs = [False] * n_args
+    for e in edges:
+        needs[e[0]] = True
     ctx.edges = edges
     ctx.needs_input_grad = tuple(needs)
     ctx._record = True
@@ -341,6 +338,10 @@ def _seq_of(node):
 
 
 def _root_grads(outputs, grad_outputs, create_graph):
+    if len(outputs) == 1 and grad_outputs is None and not create_graph:  # loss.backward()
+        out = outputs[0]
+        if isinstance(out, Tensor) and out.requires_grad and out.data.size == 1:
+            return [np.ones_like(out.data)]
     grads = []
     for i, out in enumerate(outputs):
         if not isinstance(out, Tensor):
@@ -440,10 +441,13 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
             g = grads.pop(leaf)
             if leaf._hooks:
                 g = _run_hooks(leaf._hooks, g, create_graph)
-            if capture is None:
+            if capture is not None:
+                if leaf in capture:
+                    capture[leaf] = g
+            elif leaf.grad is None and not create_graph and g.base is None and id(g) not in aliased:
+                leaf.grad = Tensor._make(g)  # the common case of _accumulate, inlined
+            else:
                 _accumulate(leaf, g, id(g) in aliased, create_graph)
-            elif leaf in capture:
-                capture[leaf] = g
     finally:
         _state.grad_enabled, _state.create_graph = prev_mode, prev_create
     if capture is not None:
@@ -488,9 +492,6 @@ def _run_hooks(hooks, g, create_graph):
 def _accumulate(leaf, g, aliased, create_graph):
     """Add g into leaf.grad. The first gradient becomes .grad itself unless something else
     may hold it (a view, or an array handed to two places): then it is copied."""
-    if leaf.grad is None and not create_graph and not aliased and g.base is None:
-        leaf.grad = Tensor._make(g)
-        return
     if create_graph:
         g = _as_tensor(g)
         leaf.grad = (g.clone() if aliased else g) if leaf.grad is None else leaf.grad + g

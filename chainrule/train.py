@@ -261,8 +261,9 @@ def as_loader(data, batch_size, shuffle, generator=None):
 
 def loss_function(loss, dataset):
     """A loss callable from a callable, a name, or None (inferred from the dataset's targets)."""
+    from chainrule.functional import cross_entropy  # the fused node, for (N, C) and indices (N,)
     from chainrule.nn import functional as F
-    names = {"cross_entropy": F.cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss,
+    names = {"cross_entropy": cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss,
              "huber": F.huber_loss, "bce_with_logits": F.binary_cross_entropy_with_logits}
     if callable(loss):
         return loss

@@ -204,9 +204,13 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         if w is not None:
             y = y * w.reshape((classes,) + (1,) * (input.ndim - dim - 1))
         return _reduce(-(ops.log_softmax(input, dim) * y).sum(dim), reduction)
+    if (input.ndim == 2 and w is None and not label_smoothing and t.dtype.kind in "iu"
+            and t.shape == input.shape[:1] and not 0 <= ignore_index < classes):
+        try:  # the fused node: the same value, faster; it checks the targets' range itself
+            return F.cross_entropy(input, t, reduction)
+        except ArgumentError:
+            pass  # some targets are out of range or equal ignore_index: the general path decides
     t = _class_indices("cross_entropy", input, t, ignore_index, classes)
-    if input.ndim == 2 and w is None and not label_smoothing and not (t == ignore_index).any():
-        return F.cross_entropy(input, t, reduction)  # the fused node: the same value, faster
     return _nll(ops.log_softmax(input, dim), t, w, ignore_index, reduction, label_smoothing)
 
 

@@ -53,7 +53,7 @@ class SoftmaxCrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, target, reduction):
         check_class_targets("cross_entropy", logits.shape, target)  # here, so a replay checks too
-        rows = np.arange(len(target))
+        rows = _rows(len(target))
         z = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
         e = np.exp(z)
         s = np.add.reduce(e, axis=1, keepdims=True)
@@ -70,12 +70,21 @@ class SoftmaxCrossEntropy(Function):
         n = len(ctx.target)
         if isinstance(p, np.ndarray):
             d = p.copy()
-            d[np.arange(n), ctx.target] -= 1
+            d[_rows(n), ctx.target] -= 1
         else:  # create_graph: recompute the softmax so it stays connected to the logits
             d = logits.softmax(1) - _one_hot(ctx.target, p.shape[1], p.dtype)
         if ctx.reduction == "none":
             return d * grad.reshape(-1, 1), None, None
         return d * (grad / n if ctx.reduction == "mean" else grad), None, None
+
+
+def _rows(n, cache={}):
+    """np.arange(n), made once per batch size (read-only: shared by every call)."""
+    rows = cache.get(n)
+    if rows is None:
+        rows = cache[n] = np.arange(n)
+        rows.flags.writeable = False
+    return rows
 
 
 def _one_hot(target, classes, dtype):

@@ -75,15 +75,13 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
+        state, update = self.state, self.update
         for group in self.param_groups:
+            maximize = group.get("maximize", False)
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.data
-                if group.get("maximize", False):
-                    g = -g
-                self.update(p.data, g, self.state[p], group)
-                p._version[0] += 1
+                if p.grad is not None:
+                    update(p.data, -p.grad.data if maximize else p.grad.data, state[p], group)
+                    p._version[0] += 1
         return loss
 
     def update(self, p, g, state, group):
