@@ -229,8 +229,9 @@ def test_saved_bytes_small_mlp_counts_shared_arrays_once():
     w2 = cr.tensor(rng.standard_normal((5, 3)).astype(np.float32), requires_grad=True)
     h = (x @ w1 + b1).tanh()
     loss = (h @ w2).sum()
-    # matmul 1: x, w1; add: nothing; tanh: its output h; matmul 2: h (the same array) and w2
-    expected = (6 * 4 + 4 * 5 + 6 * 5 + 5 * 3) * 4
+    # matmul 1: x only (w1 would serve only x's gradient, which nobody needs); add: nothing;
+    # tanh: its output h; matmul 2: h (the same array) and w2
+    expected = (6 * 4 + 6 * 5 + 5 * 3) * 4
     assert cr.saved_bytes(loss) == expected
     loss.backward()
     assert cr.saved_bytes(loss) == 0  # released after backward

@@ -58,8 +58,10 @@ def test_ledger_bytes_equal_the_graph_and_zero_under_no_grad():
     assert report.saved_bytes == sum(a.nbytes for a in arrays.values()) > 0
     assert report.saved_arrays == len(arrays)
     assert report.saved_bytes + report.param_bytes == cr.saved_bytes(loss)
-    assert report.param_bytes == sum(p.data.nbytes for p in model.parameters()
-                                     if p.ndim == 2)  # Linear saves its weight, not its bias
+    # a Linear saves its weight (not its bias) for its input's gradient: all but the first one,
+    # whose input x needs none
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert report.param_bytes == sum(m.weight.data.nbytes for m in linears[1:])
     assert report.no_grad_saved_bytes == 0 and report.no_grad_ops == len(report.rows)
     assert report.loss == pytest.approx(loss.item())
 
@@ -81,8 +83,9 @@ def test_ledger_without_a_model_counts_leaves_as_parameters():
     w = cr.randn(5, 4, requires_grad=True)
     x = cr.randn(3, 5)
     report = ledger(lambda x: (x @ w).tanh().sum(), x)
-    # Matmul saves x (15 floats) and w (a leaf: a parameter); Tanh saves its output (12 floats)
-    assert report.saved_bytes == (15 + 12) * 4 and report.param_bytes == 20 * 4
+    # Matmul saves x (15 floats) for w's gradient, not w (x needs no gradient); Tanh saves its
+    # output (12 floats)
+    assert report.saved_bytes == (15 + 12) * 4 and report.param_bytes == 0
     assert report.layers == [] and [r.op for r in report.rows] == ["Matmul", "Tanh", "Sum"]
 
 

@@ -77,36 +77,38 @@ class Matmul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+        ctx.shapes = (np.shape(a), np.shape(b))
+        if ctx.needs_input_grad:  # keep only what the wanted gradients need
+            ctx.save_for_backward(a if ctx.needs_input_grad[1] else None,
+                                  b if ctx.needs_input_grad[0] else None)
         return np.matmul(a, b)
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved_tensors
+        a, b = ctx.saved_tensors  # a is kept only if b needs a gradient, and the other way round
         need_a, need_b = ctx.needs_input_grad
-        ga = gb = None
-        if a.ndim == 1 and b.ndim == 1:
+        (sa, sb), ga, gb = ctx.shapes, None, None
+        if len(sa) == 1 and len(sb) == 1:
             return (grad * b if need_a else None), (grad * a if need_b else None)
-        if a.ndim == 1:  # (k,) @ (..., k, m)
+        if len(sa) == 1:  # (k,) @ (..., k, m)
             g = grad.reshape(grad.shape[:-1] + (1, grad.shape[-1]))
             if need_a:
-                ga = (g @ b.swapaxes(-1, -2)).reshape(grad.shape[:-1] + (a.shape[0],))
+                ga = (g @ b.swapaxes(-1, -2)).reshape(grad.shape[:-1] + sa)
             if need_b:
-                gb = a.reshape((a.shape[0], 1)) * g
+                gb = a.reshape(sa + (1,)) * g
             return ga, gb
-        if b.ndim == 1:  # (..., n, k) @ (k,)
+        if len(sb) == 1:  # (..., n, k) @ (k,)
             g = grad.reshape(grad.shape + (1,))
             if need_a:
                 ga = g * b
             if need_b:
-                gb = (a.swapaxes(-1, -2) @ g).reshape(a.shape[:-2] + (b.shape[0],))
+                gb = (a.swapaxes(-1, -2) @ g).reshape(sa[:-2] + sb)
             return ga, gb
         if need_a:
             ga = grad @ b.swapaxes(-1, -2)
         if need_b:
-            if b.ndim == 2 and a.ndim > 2:  # sum over the batch inside one matmul
-                k, m = a.shape[-1], grad.shape[-1]
-                gb = a.reshape(-1, k).swapaxes(0, 1) @ grad.reshape(-1, m)
+            if len(sb) == 2 and len(sa) > 2:  # sum over the batch inside one matmul
+                gb = a.reshape(-1, sa[-1]).swapaxes(0, 1) @ grad.reshape(-1, grad.shape[-1])
             else:
                 gb = a.swapaxes(-1, -2) @ grad
         return ga, gb

@@ -15,7 +15,10 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        ctx.save_for_backward(x, weight)
+        if ctx.needs_input_grad:  # keep only what the wanted gradients need
+            need_x, need_w = ctx.needs_input_grad[:2]
+            ctx.save_for_backward(x if need_w else None, weight if need_x else None)
+            ctx.weight_order = "F" if weight.flags.f_contiguous else "C"
         out = x @ weight.T
         if bias is not None:
             out += bias
@@ -30,8 +33,12 @@ class Linear(Function):
             grad, x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
         gw = None
         if need_w:  # in the weight's own memory order, so updates stay one contiguous pass
-            gw = (np.matmul(grad.T, x, out=np.empty_like(weight)) if isinstance(grad, np.ndarray)
-                  else grad.T @ x)
+            if isinstance(grad, np.ndarray):
+                gw = np.empty((grad.shape[1], x.shape[1]), np.result_type(grad, x),
+                              order=ctx.weight_order)
+                np.matmul(grad.T, x, out=gw)
+            else:
+                gw = grad.T @ x
         gb = grad.sum(axis=0) if ctx.needs_input_grad[2:3] == (True,) else None
         return gx, gw, gb
 
