@@ -339,3 +339,22 @@ def test_state_dict_survives_cr_save(tmp_path):
     assert opt2.param_groups[0]["lr"] == 0.1 and opt2.param_groups[0]["amsgrad"] is True
     for k, v in opt.state[W].items():
         np.testing.assert_array_equal(opt2.state[W][k], v)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "mixed"])
+def test_sgd_update_of_large_arrays_equals_the_plain_expression(layout):
+    """Large parameters are updated in cache-sized pieces; the result must not change."""
+    from chainrule.optim.optimizers import axpy
+    rng = np.random.default_rng(0)
+    shape = (1100, 1000)  # over the piecewise threshold
+    p = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    if layout == "F":
+        p, g = np.asfortranarray(p), np.asfortranarray(g)
+    elif layout == "strided":
+        p = np.concatenate([p, p], axis=1)[:, ::2]
+    elif layout == "mixed":
+        g = np.asfortranarray(g)
+    expected = p - np.float32(0.01) * g
+    axpy(p, g, -0.01)
+    np.testing.assert_array_equal(p, expected)
