@@ -190,9 +190,6 @@ class Function:
             return Tensor._make(self._saved[i], True, self)
         return src if src is not None else Tensor._make(self._saved[i])
 
-    def mark_non_differentiable(self, *outputs):
-        pass
-
     @classmethod
     def apply(cls, *args):
         ctx = _new(cls)
@@ -424,10 +421,8 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
                     continue
                 if gp is g:
                     aliased.add(id(gp))
-                if gp.shape != shape:
-                    gp = _unbroadcast_edge(node, gp, shape)
-                if gp.dtype != dtype:
-                    gp = gp.astype(dtype)
+                if gp.shape != shape or gp.dtype != dtype:
+                    gp = fit_to_input(node, gp, shape, dtype)
                 old = grads.get(p)
                 if old is not None:
                     grads[p] = old + gp
@@ -454,12 +449,16 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
         return [capture[t.grad_fn or t] for t in inputs]
 
 
-def _unbroadcast_edge(node, grad, shape):
-    try:
-        return unbroadcast(grad, shape)
-    except ValueError:
-        raise shape_error(f"{type(node).__name__} backward", grad.shape, shape,
-                          detail="the gradient does not fit the input") from None
+def fit_to_input(node, grad, shape, dtype):
+    """A gradient from `node`'s backward, summed over broadcast axes and cast to its input's
+    shape and dtype: what every edge needs (the engine and replay call it only on a mismatch)."""
+    if grad.shape != shape:
+        try:
+            grad = unbroadcast(grad, shape)
+        except ValueError:
+            raise shape_error(f"{type(node).__name__} backward", grad.shape, shape,
+                              detail="the gradient does not fit the input") from None
+    return grad.astype(dtype) if grad.dtype != dtype else grad
 
 
 def _output_hooks(node, g, create_graph, aliased):

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from chainrule.errors import ChainruleError, DataError, MissingDependency
+from chainrule.serialization import atomic_write
 from chainrule.train import CHECKPOINT
 
 MODEL, CONFIG, METRICS, HISTORY = "model.safetensors", "config.json", "metrics.json", "history.csv"
@@ -203,9 +204,9 @@ def cmd_train(args):
     if len(splits.X_test):
         results["test"] = evaluate(model, test, metrics=metrics)
     save(model.state_dict(), os.path.join(args.out, MODEL))
-    _write_text(os.path.join(args.out, CONFIG), json.dumps(config, indent=1))
-    _write_text(os.path.join(args.out, METRICS), json.dumps(results, indent=1))
-    _write_text(os.path.join(args.out, HISTORY), _history_csv(history))
+    atomic_write(os.path.join(args.out, CONFIG), json.dumps(config, indent=1))
+    atomic_write(os.path.join(args.out, METRICS), json.dumps(results, indent=1))
+    atomic_write(os.path.join(args.out, HISTORY), _history_csv(history))
     written = [MODEL, CONFIG, METRICS, HISTORY]
     if not args.no_plots:
         try:
@@ -286,7 +287,7 @@ def cmd_predict(args):
                         [f"prediction_{i}" for i in range(scores.shape[1])])
         writer.writerows([[f"{v:.6g}" for v in row] for row in scores])
     if args.output:
-        _write_text(args.output, out.getvalue())
+        atomic_write(args.output, out.getvalue())
         print(f"wrote {len(X)} predictions to {args.output}")
     else:
         sys.stdout.write(out.getvalue())
@@ -381,21 +382,6 @@ def cmd_experiment(args):
 
 
 # ---- files ------------------------------------------------------------------------------------
-def _write_text(path, text):
-    """Atomic: a temporary file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _history_csv(history):
     keys = list(history)
     out = io.StringIO()

@@ -17,6 +17,7 @@ from chainrule.autograd import no_grad
 from chainrule.optim import Adam
 from chainrule.optim.lr_scheduler import CosineAnnealingLR
 from chainrule.random import manual_seed
+from chainrule.serialization import atomic_write
 from chainrule.tensor import Tensor
 
 
@@ -103,8 +104,7 @@ def depth_vs_width(targets=None, widths=(2, 4, 8, 16, 32, 64, 128, 256), depths=
         result["targets"][name] = entry
     if out:
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "depth_vs_width.json"), "w") as fh:
-            json.dump(result, fh)
+        atomic_write(os.path.join(out, "depth_vs_width.json"), json.dumps(result))
     return result
 
 

@@ -111,10 +111,8 @@ class _Program:
                 gp = outs[i] if i < len(outs) else None
                 if gp is None:
                     continue
-                if gp.shape != shape:
-                    gp = autograd.unbroadcast(gp, shape)
-                if gp.dtype != dtype:
-                    gp = gp.astype(dtype)
+                if gp.shape != shape or gp.dtype != dtype:
+                    gp = autograd.fit_to_input(ctx, gp, shape, dtype)
                 kind, k = sources[i]
                 if kind == _OP:
                     old = grads.get(k)

@@ -68,7 +68,7 @@ def save(obj, path):
         blob = st.numpy.save(arrays, metadata=metadata)
     except st.SafetensorError as e:
         raise SerializationError(f"cannot save to '{path}': {_one_line(e)}") from None
-    _atomic_write(path, blob)
+    atomic_write(path, blob)
 
 
 def load(path):
@@ -202,7 +202,11 @@ def _digest(structure, arrays):
 
 
 # ---- files ------------------------------------------------------------------------------------
-def _atomic_write(path, blob):
+def atomic_write(path, blob):
+    """Write bytes (or text, as UTF-8) to `path` so that a crash leaves the old file or the new
+    one, never a mix: a temporary file in the same folder, fsync, os.replace, fsync the folder."""
+    if isinstance(blob, str):
+        blob = blob.encode("utf-8")
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:

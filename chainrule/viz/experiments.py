@@ -1,7 +1,7 @@
 """Pictures of chainrule.experiments results (matplotlib, imported lazily)."""
 import math
 
-from chainrule.viz.plots import pyplot
+from chainrule.viz.plots import pyplot, save
 
 
 def plot_depth_vs_width(result, path):
@@ -16,10 +16,7 @@ def plot_depth_vs_width(result, path):
         ax.set(title=name, xlabel="parameters", ylabel="final loss (MSE / Var), floor 1e-8")
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(plt, fig, path, dpi=100)
 
 
 def plot_fits(result, path):
@@ -37,7 +34,4 @@ def plot_fits(result, path):
                     label=f"{family}, {r['params']} params (loss {r['loss']:.1e})")
         ax.set(title=name, xlabel="x")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(plt, fig, path, dpi=100)

@@ -20,6 +20,7 @@ import numpy as np
 
 from chainrule import autograd
 from chainrule.errors import ArgumentError, ChainruleError, GraphError, MissingDependency, fmt_shape
+from chainrule.serialization import atomic_write
 from chainrule.tensor import Tensor
 
 FORWARD = 'color="blue", fontcolor="blue"'
@@ -260,8 +261,7 @@ def write(text, path, format=None):
     """Write DOT text to `path`, rendered through Graphviz's `dot` for svg/png/pdf."""
     fmt = (format or os.path.splitext(str(path))[1].lstrip(".") or "dot").lower()
     if fmt in ("dot", "gv"):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        atomic_write(path, text)
         return path
     if fmt not in RENDERED:
         raise ArgumentError(f"graph: unknown format {fmt!r}; use dot, gv, svg, png or pdf")

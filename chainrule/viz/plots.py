@@ -18,6 +18,14 @@ def pyplot():
     return plt
 
 
+def save(plt, fig, path, dpi=110):
+    """Lay out, write and close a figure; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _curves(plt, history, key, title, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for split in ("train", "val"):
@@ -27,9 +35,7 @@ def _curves(plt, history, key, title, path):
     ax.set(xlabel="epoch", ylabel=key, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(plt, fig, path)
 
 
 def plot_history(history, folder):
@@ -59,10 +65,7 @@ def plot_decision_boundary(predict_scores, X, y, path, class_names=None, resolut
     if class_names:
         ax.legend(scatter.legend_elements()[0], class_names, loc="best", fontsize=8)
     ax.set(title="decision boundary", xlabel="x0", ylabel="x1")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(plt, fig, path)
 
 
 def plot_confusion_matrix(counts, path, class_names=None):
@@ -78,10 +81,7 @@ def plot_confusion_matrix(counts, path, class_names=None):
                     color="white" if counts[i, j] > counts.max() / 2 else "black")
     ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names,
            xlabel="predicted", ylabel="true", title="confusion matrix (test)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(plt, fig, path)
 
 
 def plot_health(health, path):
@@ -117,7 +117,4 @@ def plot_health(health, path):
     fig.suptitle(textwrap.fill("training health: " + lines[0], 110)
                  + (f"\n(and {len(lines) - 1} more findings)" if len(lines) > 1 else ""),
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(plt, fig, path)
