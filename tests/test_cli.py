@@ -297,12 +297,15 @@ def _bad_inputs(tmp):
         "missing predict input": (["predict", "run", "absent.csv"], ["absent.csv"]),
         "wrong feature count": (["predict", "run", "three.csv"],
                                 ["three.csv", "3 feature columns", "trained on 2"]),
+        "resume without a checkpoint": (["train", "--data", "moons", "--out", "fresh", "--resume"],
+                                        ["--resume", "no checkpoint", "fresh"]),
     }
 
 
 BAD = ["unknown dataset", "unknown option", "unknown activation", "malformed --hidden",
        "negative --hidden", "missing data file", "non-numeric cell", "unknown command",
-       "missing run folder", "missing predict input", "wrong feature count"]
+       "missing run folder", "missing predict input", "wrong feature count",
+       "resume without a checkpoint"]
 
 
 @pytest.mark.parametrize("case", BAD)
