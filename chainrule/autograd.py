@@ -23,6 +23,7 @@ from chainrule.tensor import Tensor
 class _State:
     grad_enabled = True
     create_graph = False  # True while a backward pass records its own graph
+    retain_graph = False  # True while a backward pass keeps saved arrays (read by compile's node)
     anomaly = False
     tracers = ()          # callbacks(cls, ctx, args, output) seeing every op: compile, viz
     watching = False      # anomaly or tracers: the one flag Function.apply checks
@@ -184,6 +185,10 @@ class Function:
             return saved
         return tuple(self._saved_as_tensor(i) for i in range(len(saved)))
 
+    def saved_arrays(self):
+        """The arrays this node keeps for backward (none once freed)."""
+        return [a for a in self._saved or () if isinstance(a, np.ndarray)]
+
     def _saved_as_tensor(self, i):
         src = self._saved_meta[i][0]
         if src is _OUTPUT:  # rebuilt, not stored: the output holding its node would be a cycle
@@ -267,6 +272,9 @@ def _saved_sources(saved, args, out):
     The output's counter is tracked too: `y = x.exp(); y.add_(1)` must be caught."""
     meta = []
     for array in saved:
+        if array is None:
+            meta.append(_INTERNAL_META)
+            continue
         if array is out.data:
             meta.append((_OUTPUT, out._version, out._version[0]))
             continue
@@ -338,7 +346,7 @@ def _root_grads(outputs, grad_outputs, create_graph):
     if len(outputs) == 1 and grad_outputs is None and not create_graph:  # loss.backward()
         out = outputs[0]
         if isinstance(out, Tensor) and out.requires_grad and out.data.size == 1:
-            return [np.ones_like(out.data)]
+            return [_ones(out.data.shape, out.data.dtype)]
     grads = []
     for i, out in enumerate(outputs):
         if not isinstance(out, Tensor):
@@ -351,7 +359,7 @@ def _root_grads(outputs, grad_outputs, create_graph):
             if out.data.size != 1:
                 raise GraphError(f"backward: gradient can be implied only for scalar outputs, this "
                                  f"output has shape {out.shape}; pass gradient= of that shape")
-            g = np.ones_like(out.data)
+            g = _ones(out.data.shape, out.data.dtype)
         elif isinstance(g, Tensor):
             g = g if create_graph else g.data
         else:
@@ -363,6 +371,16 @@ def _root_grads(outputs, grad_outputs, create_graph):
             g = Tensor._make(g)
         grads.append(g)
     return grads
+
+
+def _ones(shape, dtype, cache={}):
+    """The implied gradient of a one-element output: a read-only array of ones, made once per
+    shape and dtype (backward formulas never write into their incoming gradient)."""
+    ones = cache.get((shape, dtype))
+    if ones is None:
+        ones = cache[shape, dtype] = np.ones(shape, dtype)
+        ones.flags.writeable = False
+    return ones
 
 
 def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, inputs=None):
@@ -391,8 +409,9 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
         needed = _needed([o.grad_fn or o for o in outputs], capture)
     aliased = {id(g) for g in roots_g}  # arrays that must be copied before a leaf owns them
     anomaly = _state.anomaly
-    prev_mode, prev_create = _state.grad_enabled, _state.create_graph
+    prev = _state.grad_enabled, _state.create_graph, _state.retain_graph
     _state.grad_enabled = _state.create_graph = create_graph
+    _state.retain_graph = retain_graph
     try:
         while heap:  # latest node first: all of its consumers were created after it
             node = heappop(heap)[1]
@@ -444,7 +463,7 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
             else:
                 _accumulate(leaf, g, id(g) in aliased, create_graph)
     finally:
-        _state.grad_enabled, _state.create_graph = prev_mode, prev_create
+        _state.grad_enabled, _state.create_graph, _state.retain_graph = prev
     if capture is not None:
         return [capture[t.grad_fn or t] for t in inputs]
 
@@ -533,10 +552,10 @@ def saved_bytes(tensor):
         return 0
     seen, total = set(), 0
     for node in _reachable([tensor.grad_fn]):
-        if isinstance(node, Tensor) or not node._saved:
+        if isinstance(node, Tensor):
             continue
-        for a in node._saved:
-            if isinstance(a, np.ndarray) and id(a) not in seen:
+        for a in node.saved_arrays():
+            if id(a) not in seen:
                 seen.add(id(a))
                 total += a.nbytes
     return total

@@ -6,17 +6,26 @@
 
 The first call with a given signature (input shapes and dtypes, grad mode) runs eagerly while
 every `Function.apply` is recorded: its class, its ctx, and where each argument came from (an
-input, an earlier op's output, a parameter read afresh each call, or a constant). Later calls
-re-run each recorded op's `forward` on the new arrays, with no Tensors, nodes or graph built per
-op, and return the output wrapped in one node, `Replay`, whose backward runs the recorded ops'
-`backward` in reverse order. Results equal eager mode's bit for bit: the same primitives run on
-the same arrays in the same order. A new signature is traced anew (eager again).
+input, an earlier op's output, a parameter read afresh each call, or a constant). The recording
+then becomes two Python functions, generated as straight-line source with one line per op
+(`Program.source` shows them): `forward` calls each op's `forward` on arrays, `backward` each
+op's `backward` in reverse, summing gradients in local variables. No Tensors, nodes or edges are
+made per op; a replayed call returns its output wrapped in one node, `Replay`, whose backward is
+the generated backward. Results equal eager mode's bit for bit: the same primitives run on the
+same arrays in the same order. A new signature is traced anew (eager again), and so is any call
+under `cr.detect_anomaly()` or an op tracer, which must see every op.
+
+Each replayed call gets its own set of ctx objects (from a pool; a set returns to it when the
+call's backward has run or its output is gone), so two calls may be alive before one backward,
+as when gradients are accumulated over several batches.
 
 What is recorded is ops, not Python: the function must compute its result from its inputs and
 parameters with chainrule ops only. Python-side effects (printing, a BatchNorm's running-average
 update, random numbers drawn outside an op, branches on data values) happen at trace time only.
 Higher-order gradients (`create_graph=True`) through a replay are not supported.
 """
+import builtins
+
 import numpy as np
 
 from chainrule import autograd
@@ -27,17 +36,18 @@ from chainrule.tensor import Tensor
 _INPUT, _OP, _TENSOR, _VALUE = range(4)
 
 
-class _Program:
-    """The ops of one traced call, with each argument's source."""
+class Program:
+    """The ops of one traced call, with each argument's source, as generated replay code."""
 
     def __init__(self, inputs):
-        self.ops = []            # (cls, ctx, sources, out_shape, out_dtype)
+        self.ops = []            # (cls, ctx, sources)
         self.params = []         # Tensors read afresh each call (parameters, buffers, constants)
         self._where = {}         # id(Tensor or ndarray) -> (_INPUT | _OP, index)
         self._alive = list(inputs)  # keeps traced objects alive, so their ids stay unique
         for k, t in enumerate(inputs):
             self._where[id(t)] = self._where[id(t.data)] = (_INPUT, k)
-        self.outputs = None
+        self.n_inputs = len(inputs)
+        self.pool = []           # free ctx sets, one per replayed call in flight
 
     def record(self, cls, ctx, args, out):
         sources = []
@@ -62,79 +72,159 @@ class _Program:
         return len(self.params) - 1
 
     def finish(self, outputs):
-        """Resolve where each output came from; then the trace's own objects can go."""
+        """Resolve the outputs, then generate the replay code; the trace's own objects can go."""
         self.outputs = [self._where.get(id(o), (_TENSOR, None)) for o in outputs]
-        for (kind, _), o in zip(self.outputs, outputs):
-            if kind != _OP:
-                raise GraphError("compile: every output must be computed by chainrule ops "
-                                 "inside the function")
-        needs = self._needs_grad()
-        self.backward_ops = [j for j in range(len(self.ops)) if needs[j]]
+        if any(kind != _OP for kind, _ in self.outputs):
+            raise GraphError("compile: every output must be computed by chainrule ops "
+                             "inside the function")
         self._alive = self._where = None
+        self.grad_params = [k for k, p in enumerate(self.params) if p.requires_grad]
+        self.param_flags = [p.requires_grad for p in self.params]
+        self.leaf_params = all(p.grad_fn is None for p in self.params)
+        if self.leaf_params:
+            self.edges = self._edges()
+        self.needs_input_grad = tuple(self.param_flags)
+        self.templates = [_template(cls, ctx) for cls, ctx, _ in self.ops]
+        self.source, namespace = _generate(self)
+        exec(builtins.compile(self.source, "<chainrule replay>", "exec"), namespace)
+        self.forward, self.backward = namespace["forward"], namespace["backward"]
+        self.has_backward = bool(self.ops[self.outputs[0][1]][1]._record)
+        self.ops = [(cls, sources) for cls, _, sources in self.ops]  # drop the trace's ctxs
 
-    def _needs_grad(self):
-        """Which ops lead from a parameter that requires grad (so their backward must run)."""
-        needs = []
-        for cls, ctx, sources in self.ops:
-            needs.append(any(
-                (kind == _OP and needs[i]) or
-                (kind == _TENSOR and self.params[i].requires_grad) for kind, i in sources
-                if kind in (_OP, _TENSOR)))
-        return needs
+    def _edges(self):
+        """The Replay node's edges: one per parameter that requires grad."""
+        return [(i, p.grad_fn or p, p.data.shape, p.data.dtype)
+                for i, p in enumerate(self.params) if p.requires_grad]
 
-    def forward(self, inputs, record):
-        values = []
-        params = self.params
-        for cls, ctx, sources in self.ops:
-            args = [values[i] if kind == _OP else inputs[i] if kind == _INPUT else
-                    params[i].data if kind == _TENSOR else i for kind, i in sources]
-            ctx._record, ctx._saved_meta = record, ()  # replay checks no versions
-            out = cls.forward(ctx, *args)
-            values.append(out if type(out) is np.ndarray else np.asarray(out))
-        return values
+    def take_ctxs(self):
+        """A ctx set for one call: a free one, or a new one made from the templates."""
+        if self.pool:
+            return self.pool.pop()
+        ctxs = []
+        for cls, state in self.templates:
+            ctx = _new(cls)
+            ctx.__dict__.update(state)
+            ctxs.append(ctx)
+        return ctxs
 
-    def backward(self, grad, out_index):
-        """Gradients for every parameter (None where none arrives), running recorded backwards."""
-        grads = {out_index: grad}
-        param_grads = [None] * len(self.params)
-        handed = set()
-        for j in reversed(self.backward_ops):
-            g = grads.pop(j, None)
-            if g is None:
-                continue
-            cls, ctx, sources = self.ops[j]
-            outs = cls.backward(ctx, g)
-            if type(outs) is not tuple:
-                outs = (outs,)
+    def give_back(self, ctxs):
+        for ctx in ctxs:
             ctx._saved = ()
-            for (i, parent, shape, dtype) in ctx.edges:
-                gp = outs[i] if i < len(outs) else None
-                if gp is None:
-                    continue
-                if gp.shape != shape or gp.dtype != dtype:
-                    gp = autograd.fit_to_input(ctx, gp, shape, dtype)
-                kind, k = sources[i]
-                if kind == _OP:
-                    old = grads.get(k)
-                    grads[k] = gp if old is None else old + gp
-                elif kind == _TENSOR:
-                    if id(gp) in handed or gp is g:  # one array must not become two .grads
-                        gp = gp.copy()
-                    handed.add(id(gp))
-                    old = param_grads[k]
-                    param_grads[k] = gp if old is None else old + gp
-        return param_grads
+        self.pool.append(ctxs)
+
+
+def _template(cls, ctx):
+    """What a fresh ctx for a replay starts with: the trace's ctx state minus its graph."""
+    state = dict(ctx.__dict__)
+    for name in ("edges", "_saved", "_saved_meta", "_trace", "_hooks", "_retained", "_seq"):
+        state.pop(name, None)
+    return cls, state
+
+
+def _generate(program):
+    """Python source for the program's forward and backward, and the names it uses.
+
+    forward(ctxs, i0, i1, ...) -> (output arrays); backward(ctxs, grad, release) -> [gradient per
+    parameter, None for those that need none]; `release` drops each op's saved arrays once used. Op j's ctx is c{j}, its output v{j}, the gradient of that output g{j};
+    q{k} is parameter k's gradient."""
+    ns = {"ndarray": np.ndarray, "asarray": np.asarray, "fit": autograd.fit_to_input}
+    ctx_names = ", ".join(f"c{j}" for j in range(len(program.ops))) + ","
+    fwd = [f"def forward(ctxs, {', '.join(f'i{k}' for k in range(program.n_inputs))}):",
+           f"    {ctx_names} = ctxs"]
+    for k in range(len(program.params)):
+        ns[f"P{k}"] = program.params[k]
+    for j, (cls, ctx, sources) in enumerate(program.ops):
+        ns[f"F{j}"], ns[f"B{j}"] = cls.forward, cls.backward
+        args = []
+        for n, (kind, i) in enumerate(sources):
+            if kind == _INPUT:
+                args.append(f"i{i}")
+            elif kind == _OP:
+                args.append(f"v{i}")
+            elif kind == _TENSOR:
+                args.append(f"P{i}.data")
+            else:
+                ns[f"k{j}_{n}"] = i
+                args.append(f"k{j}_{n}")
+        fwd.append(f"    v{j} = F{j}(c{j}, {', '.join(args)})")
+        fwd.append(f"    if type(v{j}) is not ndarray: v{j} = asarray(v{j})")
+    fwd.append(f"    return ({''.join(f'v{j}, ' for _, j in program.outputs)})")
+
+    out = program.outputs[0][1]
+    runs = [j for j, (_, ctx, _) in enumerate(program.ops) if ctx._record]
+    bwd = ["def backward(ctxs, grad, release):", f"    {ctx_names} = ctxs"]
+    bwd += [f"    g{j} = None" for j in runs if j != out]
+    bwd += [f"    q{k} = None" for k in program.grad_params]
+    bwd.append(f"    g{out} = grad")
+    contributions = {}  # gradient variable -> how many edges add into it
+    for j in runs:
+        for i, *_ in program.ops[j][1].edges:
+            kind, k = program.ops[j][2][i]
+            name = f"g{k}" if kind == _OP else f"q{k}"
+            contributions[name] = contributions.get(name, 0) + 1
+    for j in reversed(runs):
+        if j > out:
+            continue  # computed after the output: nothing flows back from it
+        cls, ctx, sources = program.ops[j]
+        bwd += [f"    if g{j} is not None:",
+                f"        o = B{j}(c{j}, g{j})",
+                "        if type(o) is not tuple: o = (o,)",
+                f"        if release: c{j}._saved = ()"]
+        for i, _, shape, dtype in ctx.edges:
+            kind, k = sources[i]
+            target = f"g{k}" if kind == _OP else f"q{k}"
+            ns[f"S{j}_{i}"], ns[f"D{j}_{i}"] = shape, dtype
+            bwd += [f"        x = o[{i}] if len(o) > {i} else None",
+                    "        if x is not None:",
+                    f"            if x.shape != S{j}_{i} or x.dtype != D{j}_{i}: "
+                    f"x = fit(c{j}, x, S{j}_{i}, D{j}_{i})",
+                    f"            {target} = x" if contributions[target] == 1 else
+                    f"            {target} = x if {target} is None else {target} + x"]
+    grads = [f"q{k}" if k in program.grad_params else "None" for k in range(len(program.params))]
+    bwd.append(f"    return [{', '.join(grads)}]")
+    return "\n".join(fwd + [""] + bwd) + "\n", ns
 
 
 class Replay(Function):
-    """The one node a replayed call records: its backward is the whole recorded backward pass."""
+    """The one node a replayed call records: its backward is the program's generated backward.
+    It holds its call's ctx set (as `_saved`, None once released) until its backward has run
+    without retain_graph, or until it is garbage."""
+
+    program = ctxs = None
+
+    def saved_arrays(self):
+        return [a for ctx in self.ctxs or () for a in ctx._saved if a is not None]
+
+    def _release(self):
+        if self.ctxs is not None:
+            self.program.give_back(self.ctxs)
+            self.ctxs = self._saved = None
+
+    def __del__(self):
+        self._release()
 
     @staticmethod
     def backward(ctx, grad):
         if _state.create_graph:
             raise GraphError("compile: create_graph=True is not supported through a replayed "
                              "call; call the function uncompiled for higher-order gradients")
-        return tuple(ctx.program.backward(grad, ctx.out_index))
+        release = not _state.retain_graph
+        grads = ctx.program.backward(ctx.ctxs, grad, release)
+        if release:
+            ctx._release()
+        present = [id(g) for g in grads if g is not None]
+        return tuple(grads if len(set(present)) == len(present) else _distinct(grads))
+
+
+def _distinct(grads):
+    """Copies where one array would become two parameters' gradients."""
+    seen, out = set(), []
+    for g in grads:
+        if g is not None and id(g) in seen:
+            g = g.copy()
+        seen.add(id(g))
+        out.append(g)
+    return out
 
 
 class compile:
@@ -150,35 +240,40 @@ class compile:
 
     def __call__(self, *inputs):
         inputs = [x if isinstance(x, Tensor) else Tensor._make(np.asarray(x)) for x in inputs]
-        key = (_state.grad_enabled,) + tuple((x.data.shape, x.data.dtype.str, x.requires_grad)
-                                             for x in inputs)
-        if key not in self.programs:
+        key = (_state.grad_enabled, *[(x.data.shape, x.data.dtype, x.requires_grad)
+                                       for x in inputs])
+        found = self.programs.get(key)
+        if found is None or _state.watching or any(x.requires_grad for x in inputs):
             return self._trace(key, inputs)
-        program, single = self.programs[key]
-        if any(x.requires_grad for x in inputs):
-            raise GraphError("compile: inputs that require grad are not supported in replay")
-        record = _state.grad_enabled
-        values = program.forward([x.data for x in inputs], record)
-        outs = [Tensor._make(values[j]) for _, j in program.outputs]
-        if record and program.backward_ops:
+        program, single = found
+        if [p.requires_grad for p in program.params] != program.param_flags:
+            return self._trace(key, inputs)  # a parameter was frozen or unfrozen
+        ctxs = program.take_ctxs()
+        outs = program.forward(ctxs, *[x.data for x in inputs])
+        loss = Tensor._make(outs[0])
+        if _state.grad_enabled and program.has_backward:
             node = _new(Replay)
-            node.program, node.out_index = program, program.outputs[0][1]
-            node.edges = [(i, p.grad_fn or p, p.data.shape, p.data.dtype)
-                          for i, p in enumerate(program.params) if p.requires_grad]
-            node.needs_input_grad = tuple(p.requires_grad for p in program.params)
-            node._record, node._seq, node._saved = True, next(_sequence), (True,)
-            outs[0].requires_grad, outs[0].grad_fn = True, node
-        return outs[0] if single else tuple(outs)
+            node.program = program
+            node.ctxs = node._saved = ctxs
+            node.edges = program.edges if program.leaf_params else program._edges()
+            node.needs_input_grad = program.needs_input_grad
+            node._record, node._seq = True, next(_sequence)
+            loss.requires_grad, loss.grad_fn = True, node
+        else:
+            program.give_back(ctxs)
+        if single:
+            return loss
+        return (loss, *[Tensor._make(o) for o in outs[1:]])
 
     def _trace(self, key, inputs):
-        program = _Program(inputs)
+        """Run fn eagerly; record it as the program for `key` unless replay cannot serve it."""
+        if _state.watching or any(x.requires_grad for x in inputs):
+            return self.fn(*inputs)  # eager only: tracers must see every op; replay supports
+        program = Program(inputs)    # parameters, not inputs, needing grad
         with autograd.trace_ops(program.record):
             result = self.fn(*inputs)
         single = isinstance(result, Tensor)
-        outputs = [result] if single else list(result)
-        program.finish(outputs)
-        if any(x.requires_grad for x in inputs):
-            return result  # eager only: replay supports parameters, not inputs, needing grad
+        program.finish([result] if single else list(result))
         if len(self.programs) >= self.max_signatures:
             self.programs.pop(next(iter(self.programs)))
         self.programs[key] = (program, single)

@@ -147,9 +147,12 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
             model.train()
             began, seen, loss_sum, outputs, targets = time.perf_counter(), 0, 0.0, [], []
             bar = _progress_bar(progress, len(train_loader), f"epoch {epoch}/{epochs}")
-            for step, (x, y) in enumerate(train_loader, 1):
+            step = 0
+            for x, y in train_loader:  # not enumerate: its reused result tuple keeps the batch
+                step += 1
                 run.step = step
                 out = model(x)
+                del x  # the graph keeps what backward needs of it and frees that before the step
                 batch_loss = loss_fn(out, y)
                 value = batch_loss.item()
                 if not math.isfinite(value):

@@ -112,3 +112,73 @@ def test_inputs_that_require_grad_stay_eager():
     f(a).backward()
     assert not f.programs
     np.testing.assert_allclose(a.grad.numpy(), 2 * w.numpy())
+
+
+def eager_and_compiled(seed=0):
+    model, x, y = make(seed, np.float64)
+    return model, x, y, cr.compile(lambda a, b: cr.cross_entropy(model(a), b))
+
+
+def grads_of(model):
+    return [p.grad.numpy().copy() for p in model.parameters()]
+
+
+def test_two_replayed_calls_alive_before_one_backward():
+    """Gradient accumulation: each call keeps its own saved arrays (its own ctx set)."""
+    model, x, y, f = eager_and_compiled()
+    f(x[:8], y[:8])  # trace
+    total = f(x[8:16], y[8:16]) + f(x[16:24], y[16:24])
+    total.backward()
+    replayed = grads_of(model)
+    model.zero_grad()
+    (cr.cross_entropy(model(cr.tensor(x[8:16])), y[8:16])
+     + cr.cross_entropy(model(cr.tensor(x[16:24])), y[16:24])).backward()
+    assert all(np.array_equal(a, b) for a, b in zip(replayed, grads_of(model)))
+    program = next(iter(f.programs.values()))[0]
+    assert len(program.pool) == 2  # both ctx sets came back after the backward
+
+
+def test_retain_graph_replay_backward_twice_accumulates():
+    model, x, y, f = eager_and_compiled()
+    f(x[:8], y[:8])
+    loss = f(x[8:16], y[8:16])
+    loss.backward(retain_graph=True)
+    once = grads_of(model)
+    loss.backward()
+    assert all(np.array_equal(2 * a, b) for a, b in zip(once, grads_of(model)))
+    with pytest.raises(cr.GraphError, match="second time"):
+        loss.backward()
+
+
+def test_replay_saves_what_eager_saves_and_frees_it():
+    model, x, y, f = eager_and_compiled()
+    eager = f(x[:8], y[:8])
+    replayed = f(x[8:16], y[8:16])
+    assert cr.saved_bytes(replayed) == cr.saved_bytes(eager) > 0
+    replayed.backward()
+    assert cr.saved_bytes(replayed) == 0
+    with cr.no_grad():
+        assert cr.saved_bytes(f(x[8:16], y[8:16])) == 0
+
+
+def test_detect_anomaly_sees_every_op_of_a_compiled_call():
+    w = cr.tensor(np.ones(3), requires_grad=True)
+    f = cr.compile(lambda a: (cr.log(a) * w).sum())
+    f(np.ones(3))
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(f(-np.ones(3)).item())  # replayed: no checks
+        with cr.detect_anomaly(), pytest.raises(cr.AnomalyError, match="Log produced NaN"):
+            f(-np.ones(3))
+
+
+def test_freezing_a_parameter_after_tracing_retraces():
+    model, x, y, f = eager_and_compiled()
+    f(x[:8], y[:8]).backward()
+    first = model.layers[0].weight
+    first.requires_grad_(False)
+    model.zero_grad()
+    f(x[8:16], y[8:16]).backward()
+    assert first.grad is None and model.layers[2].weight.grad is not None
+    program = next(iter(f.programs.values()))[0]
+    assert program.param_flags[0] is False
+    assert program.source.count("    v") >= len(program.ops)  # one line per op, readable

@@ -40,7 +40,7 @@ class TensorDataset(Dataset):
 
     def __getitems__(self, indices):
         """A whole batch with one fancy-indexing per array."""
-        return tuple(Tensor._make(a[indices]) for a in self.arrays)
+        return tuple([Tensor._make(a[indices]) for a in self.arrays])
 
 
 class Subset(Dataset):
@@ -54,7 +54,7 @@ class Subset(Dataset):
         return self.dataset[int(self.indices[index])]
 
     def __getitems__(self, indices):
-        return _fetch(self.dataset, self.indices[indices])
+        return _fetcher(self.dataset)(self.indices[indices])
 
 
 def random_split(dataset, lengths, generator=None):
@@ -74,11 +74,10 @@ def random_split(dataset, lengths, generator=None):
     return [Subset(dataset, order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _fetch(dataset, indices):
-    if hasattr(dataset, "__getitems__"):
-        return dataset.__getitems__(indices)
-    items = [dataset[int(i)] for i in indices]
-    return _collate(items)
+def _fetcher(dataset):
+    """indices -> batch: the dataset's `__getitems__`, or its samples collated."""
+    getitems = getattr(dataset, "__getitems__", None)
+    return getitems or (lambda indices: _collate([dataset[int(i)] for i in indices]))
 
 
 def _collate(items):
@@ -108,5 +107,6 @@ class DataLoader:
         n = len(self.dataset)
         order = rng(self.generator).permutation(n) if self.shuffle else np.arange(n)
         stop = n - n % self.batch_size if self.drop_last else n
-        for start in range(0, stop, self.batch_size):
-            yield _fetch(self.dataset, order[start:start + self.batch_size])
+        fetch, size = _fetcher(self.dataset), self.batch_size
+        for start in range(0, stop, size):
+            yield fetch(order[start:start + size])

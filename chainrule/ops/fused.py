@@ -33,7 +33,7 @@ class Linear(Function):
             grad, x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
         gw = None
         if need_w:  # in the weight's own memory order, so updates stay one contiguous pass
-            if isinstance(grad, np.ndarray):
+            if isinstance(grad, np.ndarray):  # a fresh array, not a view: it can become .grad
                 gw = np.empty((grad.shape[1], x.shape[1]), np.result_type(grad, x),
                               order=ctx.weight_order)
                 np.matmul(grad.T, x, out=gw)
@@ -60,29 +60,30 @@ class SoftmaxCrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, target, reduction):
         check_class_targets("cross_entropy", logits.shape, target)  # here, so a replay checks too
-        rows = _rows(len(target))
         z = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
         e = np.exp(z)
         s = np.add.reduce(e, axis=1, keepdims=True)
-        losses = np.log(s[:, 0]) - z[rows, target]
-        ctx.save_for_backward(e / s, logits)  # the softmax; logits only for create_graph
+        losses = np.log(s[:, 0]) - gather_classes("cross_entropy", z, target)
+        ctx.save_for_backward(np.divide(e, s, out=e), logits)  # the softmax; logits for create_graph
         ctx.target, ctx.reduction = target, reduction
         if reduction == "none":
             return losses
-        return losses.sum() / len(target) if reduction == "mean" else losses.sum()
+        total = np.add.reduce(losses, axis=None)
+        return total / len(target) if reduction == "mean" else total
 
     @staticmethod
     def backward(ctx, grad):
         p, logits = ctx.saved_tensors
         n = len(ctx.target)
-        if isinstance(p, np.ndarray):
-            d = p.copy()
-            d[_rows(n), ctx.target] -= 1
-        else:  # create_graph: recompute the softmax so it stays connected to the logits
-            d = logits.softmax(1) - _one_hot(ctx.target, p.shape[1], p.dtype)
         if ctx.reduction == "none":
-            return d * grad.reshape(-1, 1), None, None
-        return d * (grad / n if ctx.reduction == "mean" else grad), None, None
+            scale = grad.reshape(-1, 1)
+        else:  # mean: d loss / d losses_i = grad / n
+            scale = grad / n if ctx.reduction == "mean" else grad
+        if not isinstance(p, np.ndarray):  # create_graph: recompute the softmax from the logits
+            return (logits.softmax(1) - _one_hot(ctx.target, p.shape[1], p.dtype)) * scale, None, None
+        d = p * scale                       # (softmax - one_hot) * scale, the one-hot part in place
+        d[_rows(n), ctx.target] -= grad if ctx.reduction == "none" else scale
+        return d, None, None
 
 
 def _rows(n, cache={}):
@@ -99,14 +100,23 @@ def _one_hot(target, classes, dtype):
 
 
 def check_class_targets(op, logits_shape, target):
-    """Integer targets (N,) within [0, C) for logits (N, C); raises a clear error otherwise."""
+    """Integer targets (N,) for logits (N, C); raises a clear error otherwise (the range is
+    checked where the targets are used, by `gather_classes`)."""
     if len(logits_shape) != 2 or target.shape != logits_shape[:1]:
         raise shape_error(op, logits_shape, target.shape,
                           detail="expected logits (N, C) and class indices (N,)")
     if target.dtype.kind not in "iu":
         raise ArgumentError(f"{op}: targets must be integer class indices, got {target.dtype}")
-    if target.size:
-        lo, hi = np.minimum.reduce(target, axis=None), np.maximum.reduce(target, axis=None)
-        if lo < 0 or hi >= logits_shape[1]:
-            raise ArgumentError(f"{op}: targets must lie in [0, {logits_shape[1]}), got values "
-                                f"from {lo} to {hi}")
+
+
+def gather_classes(op, z, target):
+    """z[i, target[i]] for each row i, raising a clear error for a target outside [0, C).
+
+    The targets are read as unsigned integers (a view, no copy): a negative target becomes a
+    huge index, so one bounds-checked gather catches both ends without a min/max pass."""
+    try:
+        return z[_rows(len(target)), target.view(f"u{target.itemsize}")]
+    except IndexError:
+        lo, hi = target.min(), target.max()
+        raise ArgumentError(f"{op}: targets must lie in [0, {z.shape[1]}), got values from {lo} "
+                            f"to {hi}") from None

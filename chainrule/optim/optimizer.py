@@ -75,14 +75,17 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        state, update = self.state, self.update
         for group in self.param_groups:
-            maximize = group.get("maximize", False)
-            for p in group["params"]:
-                if p.grad is not None:
-                    update(p.data, -p.grad.data if maximize else p.grad.data, state[p], group)
-                    p._version[0] += 1
+            self.step_group(group)
         return loss
+
+    def step_group(self, group):
+        """Update one param group's parameters that have a `.grad`."""
+        state, update, maximize = self.state, self.update, group.get("maximize", False)
+        for p in group["params"]:
+            if p.grad is not None:
+                update(p.data, -p.grad.data if maximize else p.grad.data, state[p], group)
+                p._version[0] += 1
 
     def update(self, p, g, state, group):
         """Update the array `p` in place from its gradient `g` (never written to); `state` is this

@@ -59,6 +59,15 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize))
 
+    def step_group(self, group):
+        if group["momentum"] or group["weight_decay"] or group["maximize"]:
+            return super().step_group(group)
+        alpha = -group["lr"]  # plain SGD: θ ← θ - γg, without the per-parameter call of update
+        for p in group["params"]:
+            if p.grad is not None:
+                axpy(p.data, p.grad.data, alpha)
+                p._version[0] += 1
+
     def update(self, p, g, state, group):
         lr, mu, tau, lam = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
         if lam:
