@@ -209,8 +209,12 @@ class Function:
             else:  # NumPy scalars act as Python scalars: `float32 * np.float64(2)` stays float32
                 arrays.append(a.item() if isinstance(a, np.number) else a)
         record = edges is not None
-        if record:
-            _link(ctx, edges, len(args))
+        if record:  # ctx becomes a node: its edges, which inputs need a gradient, its place
+            needs = [False] * len(args)
+            for e in edges:
+                needs[e[0]] = True
+            ctx.edges, ctx.needs_input_grad = edges, tuple(needs)
+            ctx._record, ctx._seq = True, next(_sequence)  # in creation order
         try:
             out = cls.forward(ctx, *arrays)
         except ValueError as e:
@@ -251,19 +255,6 @@ _sequence = itertools.count()  # creation order: a node's inputs always come bef
 _OUTPUT = object()
 _FREED = ("trying to backward through the graph a second time (or to read saved arrays after they "
           "were freed); pass retain_graph=True to the first backward() if you need to")
-
-
-def _link(ctx, edges, n_args):
-    """Make ctx a node of the graph: its edges (for each input that requires grad: its argument
-    position, where its gradient goes (its node, or the leaf Tensor itself), its shape, its
-    dtype), which inputs need a gradient, and its place in creation order."""
-    needs = [False] * n_args
-    for e in edges:
-        needs[e[0]] = True
-    ctx.edges = edges
-    ctx.needs_input_grad = tuple(needs)
-    ctx._record = True
-    ctx._seq = next(_sequence)
 
 
 def _saved_sources(saved, args, out):
@@ -407,7 +398,7 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
     if inputs is not None:
         capture = {t.grad_fn or t: None for t in inputs}
         needed = _needed([o.grad_fn or o for o in outputs], capture)
-    aliased = {id(g) for g in roots_g}  # arrays that must be copied before a leaf owns them
+    aliased = set(map(id, roots_g))  # arrays that must be copied before a leaf owns them
     anomaly = _state.anomaly
     prev = _state.grad_enabled, _state.create_graph, _state.retain_graph
     _state.grad_enabled = _state.create_graph = create_graph
@@ -435,7 +426,10 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
                 node._saved = None
                 node._saved_meta = ()  # it holds saved input Tensors (and so their arrays) too
             for i, p, shape, dtype in node.edges:
-                gp = out[i] if i < len(out) else None
+                try:
+                    gp = out[i]
+                except IndexError:  # a backward may return fewer gradients than inputs
+                    continue
                 if gp is None:
                     continue
                 if gp is g:

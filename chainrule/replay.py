@@ -60,7 +60,8 @@ class Program:
             else:
                 sources.append((_VALUE, a))
         j = len(self.ops)
-        self.ops.append((cls, ctx, sources))
+        arrays = [a.data if isinstance(a, Tensor) else a for a in args]
+        self.ops.append((cls, ctx, sources, _Facts(arrays, out.data)))
         self._where[id(out)] = self._where[id(out.data)] = (_OP, j)
         self._alive.append(out)
 
@@ -84,12 +85,12 @@ class Program:
         if self.leaf_params:
             self.edges = self._edges()
         self.needs_input_grad = tuple(self.param_flags)
-        self.templates = [_template(cls, ctx) for cls, ctx, _ in self.ops]
+        self.templates = [_template(cls, ctx) for cls, ctx, _, _ in self.ops]
         self.source, namespace = _generate(self)
         exec(builtins.compile(self.source, "<chainrule replay>", "exec"), namespace)
         self.forward, self.backward = namespace["forward"], namespace["backward"]
         self.has_backward = bool(self.ops[self.outputs[0][1]][1]._record)
-        self.ops = [(cls, sources) for cls, _, sources in self.ops]  # drop the trace's ctxs
+        self.ops = [(cls, sources) for cls, _, sources, _ in self.ops]  # drop the trace's ctxs
 
     def _edges(self):
         """The Replay node's edges: one per parameter that requires grad."""
@@ -121,20 +122,70 @@ def _template(cls, ctx):
     return cls, state
 
 
+class _Facts:
+    """What the trace saw of one op: its arguments' shapes and dtypes, its output's, and whether
+    the output owned its memory (was not a view) and was kept by the op itself for backward."""
+
+    def __init__(self, arrays, out):
+        self.shapes = [getattr(a, "shape", None) for a in arrays]
+        self.dtypes = [getattr(a, "dtype", None) for a in arrays]
+        self.out_shape, self.out_dtype, self.out_owned = out.shape, out.dtype, out.base is None
+
+
+class Site:
+    """One recorded op as its class's replay kernel sees it (`replay_forward(site)` and
+    `replay_backward(site)`, optional methods of a Function: source lines that do the op's work
+    on local variables, bit for bit as its forward and backward would).
+
+    args: the forward arguments' source expressions; out: the output's variable; saved: where the
+    kernel keeps arrays for its backward; grad: the output gradient's variable. overwritable(i):
+    the forward may write into argument i (no one else reads it); grad_owned: the backward may
+    write into its incoming gradient (a fresh array handed only to this op)."""
+
+    def __init__(self, j, cls, ctx, facts, args, ns):
+        self.j, self.cls, self.ctx, self.facts, self.args, self._ns = j, cls, ctx, facts, args, ns
+        self.temps = []
+        self.out, self.saved, self.grad = f"v{j}", f"c{j}._saved", f"g{j}"
+        self.record, self.needs = bool(ctx._record), ctx.needs_input_grad
+        self.writable, self.grad_owned = set(), False
+
+    def overwritable(self, i):
+        return i in self.writable
+
+    def temp(self, name):
+        name = f"t{self.j}_{name}"
+        if name not in self.temps:
+            self.temps.append(name)
+        return name
+
+    def const(self, value, name):
+        key = f"k{self.j}_{name}"
+        self._ns[key] = value
+        return key
+
+
 def _generate(program):
     """Python source for the program's forward and backward, and the names it uses.
 
     forward(ctxs, i0, i1, ...) -> (output arrays); backward(ctxs, grad, release) -> [gradient per
-    parameter, None for those that need none]; `release` drops each op's saved arrays once used. Op j's ctx is c{j}, its output v{j}, the gradient of that output g{j};
-    q{k} is parameter k's gradient."""
-    ns = {"ndarray": np.ndarray, "asarray": np.asarray, "fit": autograd.fit_to_input}
-    ctx_names = ", ".join(f"c{j}" for j in range(len(program.ops))) + ","
-    fwd = [f"def forward(ctxs, {', '.join(f'i{k}' for k in range(program.n_inputs))}):",
-           f"    {ctx_names} = ctxs"]
+    parameter, None for those that need none]; `release` drops each op's saved arrays once used.
+    Op j's ctx is c{j}, its output v{j}, the gradient of that output g{j}; q{k} is parameter k's
+    gradient. An op whose class has a replay kernel contributes the kernel's lines; any other op a
+    call of its forward and backward."""
+    ns = {"ndarray": np.ndarray, "asarray": np.asarray, "fit": autograd.fit_to_input, "np": np}
+    ops, outputs = program.ops, {j for _, j in program.outputs}
+    uses = {}
+    for _, _, sources, _ in ops:
+        for kind, i in sources:
+            if kind == _OP:
+                uses[i] = uses.get(i, 0) + 1
     for k in range(len(program.params)):
         ns[f"P{k}"] = program.params[k]
-    for j, (cls, ctx, sources) in enumerate(program.ops):
-        ns[f"F{j}"], ns[f"B{j}"] = cls.forward, cls.backward
+    ctx_names = ", ".join(f"c{j}" for j in range(len(ops))) + ","
+    fwd = [f"def forward(ctxs, {', '.join(f'i{k}' for k in range(program.n_inputs))}):",
+           f"    {ctx_names} = ctxs"]
+    sites = []
+    for j, (cls, ctx, sources, facts) in enumerate(ops):
         args = []
         for n, (kind, i) in enumerate(sources):
             if kind == _INPUT:
@@ -146,43 +197,78 @@ def _generate(program):
             else:
                 ns[f"k{j}_{n}"] = i
                 args.append(f"k{j}_{n}")
-        fwd.append(f"    v{j} = F{j}(c{j}, {', '.join(args)})")
-        fwd.append(f"    if type(v{j}) is not ndarray: v{j} = asarray(v{j})")
+        site = Site(j, cls, ctx, facts, args, ns)
+        for n, (kind, i) in enumerate(sources):  # an earlier kernel's output only this op reads
+            if (kind == _OP and uses[i] == 1 and i not in outputs and sites[i].kernel
+                    and ops[i][3].out_owned and not _keeps_output(ops[i][1])):
+                site.writable.add(n)
+        lines = cls.replay_forward(site) if hasattr(cls, "replay_forward") else None
+        site.kernel = lines is not None
+        sites.append(site)
+        if lines is None:
+            ns[f"F{j}"], ns[f"B{j}"] = cls.forward, cls.backward
+            lines = [f"v{j} = F{j}(c{j}, {', '.join(args)})",
+                     f"if type(v{j}) is not ndarray: v{j} = asarray(v{j})"]
+        fwd += ["    " + line for line in lines]
     fwd.append(f"    return ({''.join(f'v{j}, ' for _, j in program.outputs)})")
 
     out = program.outputs[0][1]
-    runs = [j for j, (_, ctx, _) in enumerate(program.ops) if ctx._record]
+    runs = [j for j, (_, ctx, _, _) in enumerate(ops) if ctx._record and j <= out]
     bwd = ["def backward(ctxs, grad, release):", f"    {ctx_names} = ctxs"]
     bwd += [f"    g{j} = None" for j in runs if j != out]
     bwd += [f"    q{k} = None" for k in program.grad_params]
     bwd.append(f"    g{out} = grad")
     contributions = {}  # gradient variable -> how many edges add into it
     for j in runs:
-        for i, *_ in program.ops[j][1].edges:
-            kind, k = program.ops[j][2][i]
+        for i, *_ in ops[j][1].edges:
+            kind, k = ops[j][2][i]
             name = f"g{k}" if kind == _OP else f"q{k}"
             contributions[name] = contributions.get(name, 0) + 1
+    fresh = set()  # gradient variables holding a fresh array that only their op receives
     for j in reversed(runs):
-        if j > out:
-            continue  # computed after the output: nothing flows back from it
-        cls, ctx, sources = program.ops[j]
-        bwd += [f"    if g{j} is not None:",
-                f"        o = B{j}(c{j}, g{j})",
-                "        if type(o) is not tuple: o = (o,)",
-                f"        if release: c{j}._saved = ()"]
+        cls, ctx, sources, facts = ops[j]
+        site = sites[j]
+        site.grad_owned = f"g{j}" in fresh
+        bwd.append(f"    if g{j} is not None:")
+        if site.kernel:
+            site.temps.clear()
+            lines, results = cls.replay_backward(site)
+            bwd += ["        " + line for line in lines]
+        else:
+            width = max(e[0] for e in ctx.edges) + 1  # o[i] for every edge i, None if absent
+            bwd += [f"        o = B{j}(c{j}, g{j})",
+                    "        if type(o) is not tuple: o = (o,)",
+                    f"        if len(o) < {width}: o = o + (None,) * ({width} - len(o))"]
         for i, _, shape, dtype in ctx.edges:
             kind, k = sources[i]
             target = f"g{k}" if kind == _OP else f"q{k}"
+            single = contributions[target] == 1
+            if site.kernel:
+                expr, is_fresh = results[i]
+                if single and is_fresh and kind == _OP:
+                    fresh.add(target)
+                bwd.append(f"        {target} = {expr}" if single else
+                           f"        {target} = {expr} if {target} is None else {target} + {expr}")
+                continue  # a kernel's gradients have their inputs' shapes and dtypes
             ns[f"S{j}_{i}"], ns[f"D{j}_{i}"] = shape, dtype
-            bwd += [f"        x = o[{i}] if len(o) > {i} else None",
+            bwd += [f"        x = o[{i}]",
                     "        if x is not None:",
                     f"            if x.shape != S{j}_{i} or x.dtype != D{j}_{i}: "
                     f"x = fit(c{j}, x, S{j}_{i}, D{j}_{i})",
-                    f"            {target} = x" if contributions[target] == 1 else
+                    f"            {target} = x" if single else
                     f"            {target} = x if {target} is None else {target} + x"]
+        bwd += [f"        g{j} = None",  # handed on: freed now, not when backward returns
+                f"        if release: c{j}._saved = ()"]
+        if site.kernel and site.temps:  # the kernel's locals too (saved arrays among them)
+            bwd.append(f"        del {', '.join(site.temps)}")
     grads = [f"q{k}" if k in program.grad_params else "None" for k in range(len(program.params))]
     bwd.append(f"    return [{', '.join(grads)}]")
     return "\n".join(fwd + [""] + bwd) + "\n", ns
+
+
+def _keeps_output(ctx):
+    """Did the op save its own output for backward (so no one may overwrite it)?"""
+    return any(src is autograd._OUTPUT for src, _, _ in ctx._saved_meta)
 
 
 class Replay(Function):
@@ -212,8 +298,8 @@ class Replay(Function):
         grads = ctx.program.backward(ctx.ctxs, grad, release)
         if release:
             ctx._release()
-        present = [id(g) for g in grads if g is not None]
-        return tuple(grads if len(set(present)) == len(present) else _distinct(grads))
+        present = [g for g in grads if g is not None]
+        return tuple(grads if len(set(map(id, present))) == len(present) else _distinct(grads))
 
 
 def _distinct(grads):

@@ -182,3 +182,36 @@ def test_freezing_a_parameter_after_tracing_retraces():
     program = next(iter(f.programs.values()))[0]
     assert program.param_flags[0] is False
     assert program.source.count("    v") >= len(program.ops)  # one line per op, readable
+
+
+@pytest.mark.parametrize("body", [
+    lambda lin, x: (cr.relu(lin(x)) + lin(x)).sum(),                 # two Linear nodes
+    lambda lin, x: (lambda h: (cr.relu(h) + h).sum())(lin(x)),       # h read twice: no in place
+    lambda lin, x: (lambda h: (cr.relu(h.reshape(-1)) + h.reshape(-1)).sum())(lin(x)),  # views
+])
+def test_in_place_kernels_only_where_no_one_else_reads(body):
+    """Replay runs ReLU in place on a Linear output no one else reads; elsewhere it must not."""
+    lin = nn.Linear(3, 4).to(np.float64)
+    x = np.random.default_rng(1).standard_normal((5, 3))
+    f = cr.compile(lambda a: body(lin, a))
+    f(x).backward()
+    lin.zero_grad()
+    value = f(x)
+    value.backward()
+    replayed = [p.grad.numpy().copy() for p in lin.parameters()]
+    lin.zero_grad()
+    eager = body(lin, cr.tensor(x))
+    eager.backward()
+    assert value.item() == eager.item()
+    assert all(np.array_equal(a, p.grad.numpy()) for a, p in zip(replayed, lin.parameters()))
+
+
+def test_second_output_read_by_a_kernel_is_not_overwritten():
+    lin = nn.Linear(3, 4).to(np.float64)
+    x = np.random.default_rng(2).standard_normal((5, 3))
+    f = cr.compile(lambda a: (lambda h: (cr.relu(h).sum(), h))(lin(a)))
+    f(x)
+    loss, h = f(x)
+    with cr.no_grad():
+        expected = lin(cr.tensor(x)).numpy()
+    assert np.array_equal(h.numpy(), expected) and (expected < 0).any()

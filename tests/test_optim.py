@@ -1,5 +1,7 @@
 """cr.optim: every rule follows PyTorch's parameter trajectory (float64, 20 steps), param groups,
 state_dict round trips (ours and PyTorch's), zero_grad, version counters, argument errors."""
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -358,3 +360,18 @@ def test_sgd_update_of_large_arrays_equals_the_plain_expression(layout):
     expected = p - np.float32(0.01) * g
     axpy(p, g, -0.01)
     np.testing.assert_array_equal(p, expected)
+
+
+def test_sgd_step_holds_no_temporary_as_large_as_the_weight():
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((300, 784), dtype=np.float32)  # 235,200 elements: a few chunks
+    g = rng.standard_normal((300, 784), dtype=np.float32)
+    p = cr.nn.Parameter(w0.copy())
+    p.grad = cr.tensor(g)
+    opt = cr.optim.SGD([p], lr=0.01)
+    tracemalloc.start()
+    opt.step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < p.data.nbytes / 2
+    np.testing.assert_array_equal(p.data, w0 + np.float32(-0.01) * g)  # bit for bit

@@ -1,8 +1,10 @@
 """The training loop: History contents, metrics, bit-exact resume, NaN stops, early stopping,
 Ctrl-C, progress output, and evaluate/predict in eval mode."""
+import gc
 import io
 import math
 import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -387,3 +389,37 @@ def test_evaluate_and_predict_in_eval_mode_under_no_grad(moons):
     model.eval()
     assert np.array_equal(predict(model, X), a)
     assert not model.training
+
+
+class Batches(cr.data.Dataset):
+    """A TensorDataset that remembers (weakly) every input batch it hands out."""
+
+    def __init__(self, X, y):
+        self.inner, self.handed = cr.data.TensorDataset(X, y), []
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        return self.inner[i]
+
+    def __getitems__(self, indices):
+        x, y = self.inner.__getitems__(indices)
+        self.handed.append(weakref.ref(x.data))
+        return x, y
+
+
+def test_fit_releases_the_input_batch_before_the_optimizer_step():
+    rng = np.random.default_rng(0)
+    data = Batches(rng.standard_normal((24, 5), dtype=np.float32), rng.integers(0, 3, 24))
+    alive_at_step = []
+
+    class Probe(cr.train.Callback):
+        def on_after_backward(self, run):  # backward is done; the step comes next
+            gc.collect()
+            alive_at_step.append(data.handed[-1]() is not None)
+
+    model = cr.nn.MLP([5, 4, 3])
+    cr.fit(model, data, loss="cross_entropy", optimizer=cr.optim.SGD(model.parameters(), lr=0.1),
+           epochs=2, batch_size=8, progress=False, generator=cr.Generator(0), callbacks=[Probe()])
+    assert alive_at_step == [False] * 6

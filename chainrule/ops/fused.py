@@ -27,20 +27,53 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        need_x, need_w = ctx.needs_input_grad[:2]
-        gx = grad @ weight if need_x else None
+        need = ctx.needs_input_grad
+        need_w, need_b = need[1], len(need) > 2 and need[2]
+        gx = grad @ weight if need[0] else None
         if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out)
             grad, x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-        gw = None
-        if need_w:  # in the weight's own memory order, so updates stay one contiguous pass
-            if isinstance(grad, np.ndarray):  # a fresh array, not a view: it can become .grad
-                gw = np.empty((grad.shape[1], x.shape[1]), np.result_type(grad, x),
-                              order=ctx.weight_order)
-                np.matmul(grad.T, x, out=gw)
-            else:
-                gw = grad.T @ x
-        gb = grad.sum(axis=0) if ctx.needs_input_grad[2:3] == (True,) else None
+        if not isinstance(grad, np.ndarray):  # create_graph: the same formulas on Tensors
+            return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
+        gw = gb = None
+        if need_w:  # a fresh array (not a view: it can become .grad) in the weight's memory
+            dtype = grad.dtype if grad.dtype == x.dtype else np.result_type(grad, x)  # order,
+            gw = np.empty((grad.shape[1], x.shape[1]), dtype, order=ctx.weight_order)  # so the
+            np.matmul(grad.T, x, out=gw)                   # update is one contiguous pass
+        if need_b:
+            gb = np.add.reduce(grad, axis=0)
         return gx, gw, gb
+
+    # replay kernels (chainrule.replay.Site): the lines above, for 2-D inputs of one dtype
+    @staticmethod
+    def replay_forward(k):
+        shapes, dtypes = k.facts.shapes, k.facts.dtypes
+        if len(shapes[0] or ()) != 2 or len({d for d in dtypes if d is not None}) != 1:
+            return None
+        x, w = k.args[:2]
+        lines = [f"{k.out} = {x} @ {w}.T"]
+        if len(shapes) > 2 and shapes[2] is not None:
+            lines.append(f"{k.out} += {k.args[2]}")
+        if k.record:
+            lines.append(f"{k.saved} = ({x if k.needs[1] else None}, {w if k.needs[0] else None})")
+        return lines
+
+    @staticmethod
+    def replay_backward(k):
+        x, w, g, need = k.temp("x"), k.temp("w"), k.grad, k.needs
+        lines, results = [f"{x}, {w} = {k.saved}"], {}
+        if need[0]:
+            results[0] = (k.temp("gx"), True)
+            lines.append(f"{k.temp('gx')} = {g} @ {w}")
+        if need[1]:
+            gw, dtype = k.temp("gw"), k.const(k.facts.dtypes[1], "dtype")
+            order = getattr(k.ctx, "weight_order", "C")
+            lines += [f"{gw} = np.empty({k.facts.shapes[1]!r}, {dtype}, order={order!r})",
+                      f"np.matmul({g}.T, {x}, out={gw})"]
+            results[1] = (gw, True)
+        if len(need) > 2 and need[2]:
+            results[2] = (k.temp("gb"), True)
+            lines.append(f"{k.temp('gb')} = np.add.reduce({g}, axis=0)")
+        return lines, results
 
     @classmethod
     def shape_error(cls, arrays, err):
@@ -75,15 +108,54 @@ class SoftmaxCrossEntropy(Function):
     def backward(ctx, grad):
         p, logits = ctx.saved_tensors
         n = len(ctx.target)
-        if ctx.reduction == "none":
-            scale = grad.reshape(-1, 1)
-        else:  # mean: d loss / d losses_i = grad / n
-            scale = grad / n if ctx.reduction == "mean" else grad
         if not isinstance(p, np.ndarray):  # create_graph: recompute the softmax from the logits
+            scale = grad.reshape(-1, 1) if ctx.reduction == "none" else \
+                grad / n if ctx.reduction == "mean" else grad
             return (logits.softmax(1) - _one_hot(ctx.target, p.shape[1], p.dtype)) * scale, None, None
+        if ctx.reduction == "none":
+            d = p * grad.reshape(-1, 1)
+            d[_rows(n), ctx.target] -= grad
+            return d, None, None
+        # mean: d loss / d losses_i = grad / n, a Python number (NumPy rounds it to p's dtype, as
+        # the division in that dtype would: one correctly rounded result either way)
+        scale = float(grad) / n if ctx.reduction == "mean" else float(grad)
         d = p * scale                       # (softmax - one_hot) * scale, the one-hot part in place
-        d[_rows(n), ctx.target] -= grad if ctx.reduction == "none" else scale
+        d[_rows(n), ctx.target] -= scale
         return d, None, None
+
+
+    # replay kernels (chainrule.replay.Site): the lines above for "mean" and "sum"; the shape
+    # and dtype checks hold for the whole signature, the range check runs in the gather
+    @staticmethod
+    def replay_forward(k):
+        reduction = k.ctx.reduction
+        if reduction == "none" or len(k.facts.shapes[0] or ()) != 2:
+            return None
+        L, T, n = k.args[0], k.args[1], k.facts.shapes[0][0]
+        z, e, s = k.temp("z"), k.temp("e"), k.temp("s")
+        gather = k.const(gather_classes, "gather")
+        lines = [f"{z} = {L} - np.maximum.reduce({L}, axis=1, keepdims=True)",
+                 f"{e} = np.exp({z})",
+                 f"{s} = np.add.reduce({e}, axis=1, keepdims=True)",
+                 f"{k.out} = np.add.reduce(np.log({s}[:, 0]) - {gather}('cross_entropy', {z}, {T}),"
+                 f" axis=None)"]
+        if reduction == "mean":
+            lines.append(f"{k.out} = {k.out} / {n}")
+        lines.append(f"{k.out} = np.asarray({k.out})")
+        if k.record:
+            lines += [f"{k.saved} = (np.divide({e}, {s}, out={e}), {L})", f"c{k.j}.target = {T}"]
+        return lines
+
+    @staticmethod
+    def replay_backward(k):
+        n = k.facts.shapes[0][0]
+        p, scale, d = k.temp("p"), k.temp("scale"), k.temp("d")
+        rows = k.const(_rows(n), "rows")
+        return [f"{p} = {k.saved}[0]",
+                f"{scale} = float({k.grad}) / {n}" if k.ctx.reduction == "mean" else
+                f"{scale} = float({k.grad})",
+                f"{d} = {p} * {scale}",
+                f"{d}[{rows}, c{k.j}.target] -= {scale}"], {0: (d, True)}
 
 
 def _rows(n, cache={}):
