@@ -50,7 +50,7 @@ sys.path.insert(0, HERE)
 
 SYSTEMS = ("numpy", "chainrule", "chainrule compiled", "torch")
 PHASES = ("train", "infer")
-RUNS = {"full": 5, "quick": 2}   # children per system and phase (resident-set samples)
+RUNS = {"full": 3, "quick": 2}   # children per system and phase (W5 full: ~1 minute)
 PARITY = 0.01                    # |chainrule - torch| within 1 % of torch's peak: parity, not below
 MB = 2 ** 20
 
@@ -135,7 +135,8 @@ class ArrayPeak:
         api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
         api.PyCapsule_New.restype = ctypes.py_object
         api.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-        table = ctypes.cast(api.PyCapsule_GetPointer(np._core._multiarray_umath._ARRAY_API, None),
+        core = getattr(np, "_core", None) or np.core  # NumPy 2 / 1
+        table = ctypes.cast(api.PyCapsule_GetPointer(core._multiarray_umath._ARRAY_API, None),
                             ctypes.POINTER(ctypes.c_void_p))
         # PyArray_API[304] PyDataMem_SetHandler, [306] &PyDataMem_DefaultHandler (numpy >= 1.22)
         self._set = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object)(table[304])
@@ -350,32 +351,35 @@ def notes(results, quick):
     ok = [r for phases in results.values() for r in phases.values() if "error" not in r]
     probes = [p for r in ok for p in r["rss_probes"]]
     runs = max((len(r["rss_peaks"]) for r in ok), default=0)
+    spread = max((r["rss_max"] - r["rss_min"] for r in ok), default=0)
     probe = (f"a freshly touched and freed 1 MiB array raised VmHWM by "
              f"{min(probes) / MB:.2f}-{max(probes) / MB:.2f} MiB in these {len(probes)} children"
-             if probes else "no probe")
+             if probes else "no probe ran")
     return [
         "exact array peak (compared): the most bytes of array data allocated during the run and "
-        "live at one moment; Python objects not counted, BLAS workspaces not counted. numpy, "
-        "chainrule, chainrule compiled: a counting NumPy data-memory handler (PyDataMem_SetHandler; "
-        "the allocations NumPy reports to tracemalloc's domain np.lib.tracemalloc_domain); torch: "
+        "live at one moment; Python objects and BLAS workspaces not counted. numpy, chainrule, "
+        "chainrule compiled: a counting NumPy data-memory handler (PyDataMem_SetHandler; the "
+        "allocations NumPy reports to tracemalloc's domain np.lib.tracemalloc_domain); torch: "
         "the peak of the running sum of torch.profiler.profile(profile_memory=True) memory events, "
-        "plus the NumPy arrays of the same run (the 1 KiB batch order, live throughout)",
+        "plus the peak of NumPy array data in the same run (training: the 1 KiB batch order, "
+        "live throughout)",
         f"the floor for a training step that keeps every gradient until the optimizer step is "
         f"x + dL/dz1 + all parameter gradients, live while layer 1's backward computes dL/dW1: "
         f"{floor_bytes(sizes, batch) / MB:.3f} MB for {'-'.join(map(str, sizes))}, batch {batch}; "
-        f"only a step that updates each parameter as soon as its gradient is done and drops it "
-        f"(the hand-written NumPy) can go lower",
+        f"the hand-written NumPy updates each weight as soon as its gradient is done, so this "
+        f"floor does not bind it",
         f"verdict: chainrule's exact training peak against torch's; within {PARITY:.0%} of it "
         f"either way is parity (not below), not a pass",
         "tracemalloc peak: NumPy arrays and Python objects (lists, dicts, Tensor wrappers, graph "
         "nodes); torch: n/a, its allocator is invisible to tracemalloc",
         f"resident set: the rise of VmHWM (reset through /proc/self/clear_refs) over the resident "
         f"set before the run, in {runs} fresh children per system and phase, each after a warm-up "
-        f"run and before any instrument is active; median and min-max. Resolution: this kernel "
-        f"updates VmHWM from approximate per-CPU resident counters, so it reads low by a varying "
-        f"amount: {probe}, i.e. low by up to ~{(MB - min(probes, default=MB)) / MB:.2f} MB per "
-        f"freed allocation, more for a peak of several. Differences below ~0.2 MB in this column "
-        f"are not measurable. MALLOC_MMAP_THRESHOLD_=65536 for every child",
+        f"run and before any instrument is active: median and min-max; it also counts Python "
+        f"objects, allocator overhead and BLAS buffers. Measured resolution: this kernel updates "
+        f"VmHWM from approximate per-CPU resident counters, so it reads low by a varying amount "
+        f"({probe}), and one system's children spread by up to {spread / MB:.2f} MB here; "
+        f"differences within that do not rank systems. MALLOC_MMAP_THRESHOLD_=65536 for every "
+        f"child",
         "train: one W1 step (batch 128) through each system's training code, for chainrule a "
         "cr.fit epoch of one batch, starting with no gradients held; infer: the whole W4 run "
         "(batches of 1,000) after a warm-up W4 run",

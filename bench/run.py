@@ -312,38 +312,9 @@ def targets(spec, rows):
 
 
 def w5(systems, args, log):
+    """W5 (bench/memory.py): exact array peaks, tracemalloc, resident set, verdicts and notes."""
     names = [s.name for s in systems if s.name in memory.SYSTEMS]
-    results = memory.measure(names, args.threads, args.quick, log)
-    for system, phases in results.items():
-        if system == "chainrule compiled" and "train" in phases and "error" not in phases["train"]:
-            phases["train"]["saved_bytes"] = None  # cr.saved_bytes sees only the Replay node
-    notes = [
-        "one fresh subprocess per system and phase; after a warm-up run, the rise of the "
-        "resident set's high-water mark (VmHWM, reset through /proc/self/clear_refs) over the "
-        "resident set before the measured run, and tracemalloc's peak over a further run "
-        "(PyTorch allocates outside Python's allocator, so tracemalloc barely sees it); "
-        "MALLOC_MMAP_THRESHOLD_=65536 for every child so freed blocks go back to the system",
-        "train: one W1 step (batch 128) through each system's training code, for chainrule a "
-        "cr.fit epoch of one batch; infer: the whole W4 run (60 batches of 1,000) after a "
-        "warm-up W4 run",
-        "saved for backward: cr.saved_bytes(loss) (chainrule), the unique storages "
-        "torch.autograd.graph.saved_tensors_hooks packs (torch), the arrays the hand-written "
-        "backward reads (numpy), each counting weights the graph references; inference: the "
-        "same after a no_grad forward. chainrule compiled: n/a, since cr.saved_bytes sees only "
-        "the one Replay node, not the arrays the recorded ops keep",
-        "one measurement per system and phase (no repetitions)",
-    ]
-    tgt = []
-    cr, th = results.get("chainrule", {}), results.get("torch", {})
-    if "rss_peak" in cr.get("train", {}) and "rss_peak" in th.get("train", {}):
-        tgt.append({"phase": "train", "system": "chainrule", "what": "below torch's resident peak",
-                    "pass": cr["train"]["rss_peak"] < th["train"]["rss_peak"]})
-    if "saved_bytes" in cr.get("infer", {}):
-        tgt.append({"phase": "infer", "system": "chainrule", "what": "saves nothing",
-                    "pass": cr["infer"]["saved_bytes"] == 0})
-    sizes = workloads.SHAPES["W1"]["quick" if args.quick else "full"]
-    return {"description": f"peak memory of one W1 training step (batch {sizes[1]}) and of the "
-                           "W4 inference run", "systems": results, "targets": tgt, "notes": notes}
+    return memory.workload(names, args.threads, args.quick, log)
 
 
 def _write_json(path, obj):

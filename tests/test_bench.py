@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 SYSTEMS = "numpy,chainrule,chainrule compiled,chainrule CLI,torch,sklearn"
+MB = 2 ** 20
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +60,86 @@ def test_timed_workloads(quick):
     assert "| workload | system | median s | min-max s | x NumPy |" in stdout
 
 
+def _bench_module(name):
+    saved = list(sys.path)
+    sys.path.insert(0, BENCH)
+    try:
+        return __import__(name)
+    finally:
+        sys.path[:] = saved
+
+
 def test_memory_workload(quick):
     run, stdout = quick
+    memory = _bench_module("memory")
     w5 = run["workloads"]["W5"]["systems"]
-    for system in ("numpy", "chainrule", "chainrule compiled"):
+    floor = memory.floor_bytes((784, 256, 128, 10), 128)  # W1's shapes, quick or not
+    numpy_based = ("numpy", "chainrule", "chainrule compiled")
+    for system in numpy_based + (("torch",) if "torch" in w5 else ()):
         for phase in ("train", "infer"):
             r = w5[system][phase]
-            assert r["rss_peak"] >= 0 and r["tracemalloc_peak"] > 0
+            assert len(r["rss_peaks"]) == memory.RUNS["quick"]
+            assert r["rss_min"] <= r["rss_peak"] <= r["rss_max"] and r["rss_min"] >= 0
+            assert r["array_peak"] > 0
+            if system in numpy_based:  # arrays are part of what tracemalloc sees, objects small
+                assert 0 <= r["tracemalloc_peak"] - r["array_peak"] < 0.1 * MB
+    for system in ("chainrule", "chainrule compiled") + (("torch",) if "torch" in w5 else ()):
+        assert w5[system]["train"]["array_peak"] >= floor  # every gradient is kept to the step
+    if "torch" in w5:  # torch holds exactly the floor (+ a loss scalar, the 1 KiB batch order)
+        assert w5["torch"]["train"]["array_peak"] <= floor + 4096
+        assert w5["torch"]["train"]["torch_peak"] >= floor
     assert w5["chainrule"]["train"]["saved_bytes"] > 0  # backprop keeps activations
     assert w5["chainrule"]["infer"]["saved_bytes"] == 0  # no_grad keeps none
-    assert "| phase | system | resident set peak MB |" in stdout
+    assert "| phase | system | exact array peak MB | tracemalloc peak MB" in stdout
+
+
+def test_array_peak_is_exact():
+    """The counting NumPy handler sees each array-data allocation and free: known arrays give
+    their exact peak, and what it counts live equals NumPy's tracemalloc domain."""
+    code = f"""if True:
+        import json, os, sys, tracemalloc
+        sys.path.insert(0, {BENCH!r})
+        import numpy as np
+        import memory
+        before = np.ones(10 ** 5)  # allocated before: neither counted nor its release
+        tracemalloc.start()
+        with memory.ArrayPeak() as a:
+            x = np.ones(1000, np.float32)
+            y = x * 2
+            del x, before
+            z = np.zeros(10 ** 5, np.uint8)
+            del z
+            w = np.concatenate([y, y])
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)])
+        print(json.dumps([a.peak, a.live, sum(t.size for t in snap.traces)]), flush=True)
+        os._exit(0)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak, live, traced = json.loads(proc.stdout)
+    assert peak == 4000 + 10 ** 5  # y and z
+    assert live == traced == 4000 + 8000  # y and w
+
+
+def test_memory_verdict():
+    """W5's verdict compares exact peaks: within 1 % of torch's is parity, not a pass."""
+    memory = _bench_module("memory")
+
+    def verdict(cr, torch):
+        results = {"chainrule": {"train": {"array_peak": cr}, "infer": {"saved_bytes": 0}},
+                   "torch": {"train": {"array_peak": torch}}}
+        t = memory.targets(results)
+        assert [x["phase"] for x in t] == ["train", "infer"] and t[1]["pass"]
+        return t[0]["verdict"], t[0]["pass"]
+
+    assert verdict(1_400_000, 1_473_072) == ("pass", True)
+    assert verdict(1_473_072, 1_473_072) == ("parity (not below)", False)
+    assert verdict(1_465_000, 1_473_072) == ("parity (not below)", False)  # 0.5 % below
+    assert verdict(1_480_252, 1_473_072) == ("parity (not below)", False)
+    assert verdict(1_606_216, 1_473_072) == ("fail (above)", False)
+    assert memory.floor_bytes((784, 256, 128, 10), 128) == 1_473_064
 
 
 def test_end_to_end_workload(quick):
