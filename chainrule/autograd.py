@@ -201,13 +201,14 @@ class Function:
         arrays, edges, grad_on = [], None, _state.grad_enabled
         for i, a in enumerate(args):
             if isinstance(a, Tensor):
-                arrays.append(a.data)
+                data = a.data
+                arrays.append(data)
                 if grad_on and a.requires_grad:  # an edge: (position, where the gradient goes,
                     if edges is None:            # shape and dtype to unbroadcast and cast it to)
                         edges = []
-                    edges.append((i, a.grad_fn or a, a.data.shape, a.data.dtype))
+                    edges.append((i, a.grad_fn or a, data.shape, data.dtype))
             else:  # NumPy scalars act as Python scalars: `float32 * np.float64(2)` stays float32
-                arrays.append(a.item() if isinstance(a, np.number) else a)
+                arrays.append(a.item() if isinstance(a, _number) else a)
         record = edges is not None
         if record:  # ctx becomes a node: its edges, which inputs need a gradient, its place
             needs = [False] * len(args)
@@ -251,6 +252,7 @@ class Function:
 
 
 _new = object.__new__
+_number = np.number
 _sequence = itertools.count()  # creation order: a node's inputs always come before it
 _OUTPUT = object()
 _FREED = ("trying to backward through the graph a second time (or to read saved arrays after they "

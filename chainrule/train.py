@@ -165,8 +165,9 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
                 for cb in callbacks:
                     cb.on_after_backward(run)
                 optimizer.step()
-                seen += len(y)
-                loss_sum += value * len(y)
+                n = len(y.data)
+                seen += n
+                loss_sum += value * n
                 outputs.append(out.data)
                 targets.append(y.data)
                 if bar is not None:
