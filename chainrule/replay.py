@@ -25,6 +25,7 @@ update, random numbers drawn outside an op, branches on data values) happen at t
 Higher-order gradients (`create_graph=True`) through a replay are not supported.
 """
 import builtins
+import operator
 
 import numpy as np
 
@@ -328,11 +329,11 @@ class compile:
         inputs = [x if isinstance(x, Tensor) else Tensor._make(np.asarray(x)) for x in inputs]
         key = (_state.grad_enabled, *[(x.data.shape, x.data.dtype, x.requires_grad)
                                        for x in inputs])
-        found = self.programs.get(key)
-        if found is None or _state.watching or any(x.requires_grad for x in inputs):
+        found = self.programs.get(key)  # never found when an input requires grad (see _trace)
+        if found is None or _state.watching:
             return self._trace(key, inputs)
         program, single = found
-        if [p.requires_grad for p in program.params] != program.param_flags:
+        if list(map(_requires_grad, program.params)) != program.param_flags:
             return self._trace(key, inputs)  # a parameter was frozen or unfrozen
         ctxs = program.take_ctxs()
         outs = program.forward(ctxs, *[x.data for x in inputs])
@@ -367,3 +368,4 @@ class compile:
 
 
 _new = object.__new__
+_requires_grad = operator.attrgetter("requires_grad")
