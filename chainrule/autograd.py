@@ -26,6 +26,7 @@ class _State:
     retain_graph = False  # True while a backward pass keeps saved arrays (read by compile's node)
     anomaly = False
     tracers = ()          # callbacks(cls, ctx, args, output) seeing every op: compile, viz
+    writes = ()           # callbacks(tensor) seeing in-place writes nothing records: compile
     watching = False      # anomaly or tracers: the one flag Function.apply checks
 
 

@@ -25,7 +25,7 @@ update, random numbers drawn outside an op, branches on data values) happen at t
 Higher-order gradients (`create_graph=True`) through a replay are not supported.
 """
 import builtins
-import operator
+import warnings
 
 import numpy as np
 
@@ -34,37 +34,56 @@ from chainrule.autograd import Function, _sequence, _state
 from chainrule.errors import GraphError
 from chainrule.tensor import Tensor
 
-_INPUT, _OP, _TENSOR, _VALUE = range(4)
+_INPUT, _OP, _TENSOR, _VALUE, _TUPLE = range(5)
 
 
 class Program:
-    """The ops of one traced call, with each argument's source, as generated replay code."""
+    """The ops of one traced call, with each argument's source, as generated replay code.
+    `unreplayable` says why the trace cannot stand for later calls (then they run eagerly)."""
 
     def __init__(self, inputs):
-        self.ops = []            # (cls, ctx, sources)
+        self.ops = []            # (cls, ctx, sources, facts)
         self.params = []         # Tensors read afresh each call (parameters, buffers, constants)
-        self._where = {}         # id(Tensor or ndarray) -> (_INPUT | _OP, index)
-        self._alive = list(inputs)  # keeps traced objects alive, so their ids stay unique
-        for k, t in enumerate(inputs):
-            self._where[id(t)] = self._where[id(t.data)] = (_INPUT, k)
-        self.n_inputs = len(inputs)
+        self._where = {}         # id(ndarray) -> (_INPUT | _OP, index): where an array came from
+        self._alive = []         # keeps traced arrays alive, so their ids stay unique
+        self.unreplayable = None
+        arrays = [x.data for x in inputs if isinstance(x, Tensor)]
+        for k, a in enumerate(arrays):
+            if id(a) in self._where:
+                self.unreplayable = "two inputs are the same array"
+            self._where[id(a)] = (_INPUT, k)
+            self._alive.append(a)
+        self.n_inputs = len(arrays)
         self.pool = []           # free ctx sets, one per replayed call in flight
 
     def record(self, cls, ctx, args, out):
-        sources = []
-        for a in args:
-            where = self._where.get(id(a))
-            if where is not None:
-                sources.append(where)
-            elif isinstance(a, Tensor):
-                sources.append((_TENSOR, self._param_index(a)))
-            else:
-                sources.append((_VALUE, a))
+        sources = [self._source(a) for a in args]
         j = len(self.ops)
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
         self.ops.append((cls, ctx, sources, _Facts(arrays, out.data)))
-        self._where[id(out)] = self._where[id(out.data)] = (_OP, j)
-        self._alive.append(out)
+        self._where[id(out.data)] = (_OP, j)
+        self._alive.append(out.data)
+
+    def _source(self, a):
+        """Where argument `a` comes from: an input, an op's output (found by its array, so views
+        such as detach() resolve too), a parameter, a tuple of such (an index), or a constant."""
+        if isinstance(a, Tensor):
+            where = self._where.get(id(a.data))
+            return where if where is not None else (_TENSOR, self._param_index(a))
+        if isinstance(a, (tuple, list)):
+            parts = [self._source(x) for x in a]
+            if any(kind != _VALUE for kind, _ in parts):
+                return (_TUPLE, (type(a), parts))
+            return (_VALUE, a)
+        where = self._where.get(id(a))
+        if where is not None:
+            return where
+        return (_VALUE, a.item() if isinstance(a, np.number) else a)  # as Function.apply does
+
+    def wrote(self, t):
+        """An in-place write no op records (under no_grad, or to a Tensor needing no grad)."""
+        if id(t.data) in self._where:
+            self.unreplayable = "an in-place write outside autograd to a value computed inside"
 
     def _param_index(self, t):
         for i, p in enumerate(self.params):
@@ -73,25 +92,52 @@ class Program:
         self.params.append(t)
         return len(self.params) - 1
 
-    def finish(self, outputs):
+    def finish(self, inputs, outputs):
         """Resolve the outputs, then generate the replay code; the trace's own objects can go."""
-        self.outputs = [self._where.get(id(o), (_TENSOR, None)) for o in outputs]
+        self.outputs = [self._where.get(id(o.data), (_TENSOR, None)) for o in outputs]
         if any(kind != _OP for kind, _ in self.outputs):
             raise GraphError("compile: every output must be computed by chainrule ops "
                              "inside the function")
+        for p in self.params:
+            if not p.requires_grad and any(
+                    isinstance(x, Tensor) and p.data.shape == x.data.shape and
+                    p.data.dtype == x.data.dtype and np.array_equal(p.data, x.data)
+                    for x in inputs):
+                self.unreplayable = ("a Tensor equal to an input but not computed from it by an "
+                                     "op (cr.tensor(x)?) would stay at its first value")
+        if any(ctx._hooks or ctx._retained for _, ctx, _, _ in self.ops):
+            self.unreplayable = "a hook or retain_grad() on an intermediate result"
+        saved = {id(a) for _, ctx, _, _ in self.ops for a in ctx._saved or ()
+                 if isinstance(a, np.ndarray)}
+        self.watched_outputs = [n for n, o in enumerate(outputs) if id(o.data) in saved]
+        self.saved_params = [p for p in self.params if id(p.data) in saved]
         self._alive = self._where = None
         self.grad_params = [k for k, p in enumerate(self.params) if p.requires_grad]
-        self.param_flags = [p.requires_grad for p in self.params]
+        self.param_state = [(p.data, p.requires_grad) for p in self.params]
         self.leaf_params = all(p.grad_fn is None for p in self.params)
         if self.leaf_params:
             self.edges = self._edges()
-        self.needs_input_grad = tuple(self.param_flags)
+        self.needs_input_grad = tuple(p.requires_grad for p in self.params)
         self.templates = [_template(cls, ctx) for cls, ctx, _, _ in self.ops]
         self.source, namespace = _generate(self)
         exec(builtins.compile(self.source, "<chainrule replay>", "exec"), namespace)
         self.forward, self.backward = namespace["forward"], namespace["backward"]
         self.has_backward = bool(self.ops[self.outputs[0][1]][1]._record)
         self.ops = [(cls, sources) for cls, _, sources, _ in self.ops]  # drop the trace's ctxs
+
+    def params_unchanged(self):
+        """Are the parameters' arrays and requires_grad flags those of the trace? A new array of
+        the same shape and dtype (load_state_dict, to()) is adopted; anything else retraces."""
+        for p, (data, flag) in zip(self.params, self.param_state):
+            if p.data is not data or p.requires_grad is not flag:
+                break
+        else:
+            return True
+        if any(p.requires_grad is not flag or p.data.shape != data.shape or
+               p.data.dtype != data.dtype for p, (data, flag) in zip(self.params, self.param_state)):
+            return False
+        self.param_state = [(p.data, p.requires_grad) for p in self.params]
+        return True
 
     def _edges(self):
         """The Replay node's edges: one per parameter that requires grad."""
@@ -177,7 +223,7 @@ def _generate(program):
     ops, outputs = program.ops, {j for _, j in program.outputs}
     uses = {}
     for _, _, sources, _ in ops:
-        for kind, i in sources:
+        for kind, i in _flat(sources):
             if kind == _OP:
                 uses[i] = uses.get(i, 0) + 1
     for k in range(len(program.params)):
@@ -187,17 +233,7 @@ def _generate(program):
            f"    {ctx_names} = ctxs"]
     sites = []
     for j, (cls, ctx, sources, facts) in enumerate(ops):
-        args = []
-        for n, (kind, i) in enumerate(sources):
-            if kind == _INPUT:
-                args.append(f"i{i}")
-            elif kind == _OP:
-                args.append(f"v{i}")
-            elif kind == _TENSOR:
-                args.append(f"P{i}.data")
-            else:
-                ns[f"k{j}_{n}"] = i
-                args.append(f"k{j}_{n}")
+        args = [_expression(source, f"k{j}_{n}", ns) for n, source in enumerate(sources)]
         site = Site(j, cls, ctx, facts, args, ns)
         for n, (kind, i) in enumerate(sources):  # an earlier kernel's output only this op reads
             if (kind == _OP and uses[i] == 1 and i not in outputs and sites[i].kernel
@@ -267,6 +303,31 @@ def _generate(program):
     return "\n".join(fwd + [""] + bwd) + "\n", ns
 
 
+def _expression(source, name, ns):
+    """Source text for one argument; constants are bound in `ns` under `name`."""
+    kind, i = source
+    if kind == _INPUT:
+        return f"i{i}"
+    if kind == _OP:
+        return f"v{i}"
+    if kind == _TENSOR:
+        return f"P{i}.data"
+    if kind == _TUPLE:
+        container, parts = i
+        items = "".join(_expression(p, f"{name}_{n}", ns) + ", " for n, p in enumerate(parts))
+        return f"({items})" if container is tuple else f"[{items}]"
+    ns[name] = i
+    return name
+
+
+def _flat(sources):
+    for kind, i in sources:
+        if kind == _TUPLE:
+            yield from _flat(i[1])
+        else:
+            yield kind, i
+
+
 def _keeps_output(ctx):
     """Did the op save its own output for backward (so no one may overwrite it)?"""
     return any(src is autograd._OUTPUT for src, _, _ in ctx._saved_meta)
@@ -295,6 +356,11 @@ class Replay(Function):
         if _state.create_graph:
             raise GraphError("compile: create_graph=True is not supported through a replayed "
                              "call; call the function uncompiled for higher-order gradients")
+        for counter, version in ctx.versions:
+            if counter[0] != version:
+                raise GraphError("compile: a parameter or output that the replayed ops saved for "
+                                 f"backward was modified in place (version {version} was saved, "
+                                 f"it is now {counter[0]})")
         release = not _state.retain_graph
         grads = ctx.program.backward(ctx.ctxs, grad, release)
         if release:
@@ -317,27 +383,33 @@ def _distinct(grads):
 class compile:
     """Trace `fn` once per input signature and replay the recorded ops afterwards.
 
-    `fn(*tensors_or_arrays)` returns a Tensor or a tuple of Tensors; only the first output carries
-    gradients (the others come back detached, e.g. logits next to the loss)."""
+    `fn(*args)` takes Tensors or arrays (part of the signature by shape, dtype and requires_grad)
+    and other values such as numbers (part of it by value), and returns a Tensor or a tuple of
+    Tensors; only the first output carries gradients (the others come back detached, e.g. logits
+    next to the loss). A function whose trace cannot stand for later calls (see
+    `Program.unreplayable`) runs eagerly every time, with one warning saying why."""
 
     def __init__(self, fn, max_signatures=8):
         self.fn = fn
         self.max_signatures = max_signatures
         self.programs = {}   # signature -> (program, whether fn returned a single Tensor)
+        self.eager_only = None
 
-    def __call__(self, *inputs):
-        inputs = [x if isinstance(x, Tensor) else Tensor._make(np.asarray(x)) for x in inputs]
+    def __call__(self, *args):
+        inputs = [x if isinstance(x, Tensor) else Tensor._make(x) if isinstance(x, np.ndarray)
+                  else x for x in args]
         key = (_state.grad_enabled, *[(x.data.shape, x.data.dtype, x.requires_grad)
-                                       for x in inputs])
-        found = self.programs.get(key)  # never found when an input requires grad (see _trace)
-        if found is None or _state.watching:
+                                       if isinstance(x, Tensor) else (type(x), x) for x in inputs])
+        try:
+            found = self.programs.get(key)  # never found when an input requires grad (_trace)
+        except TypeError:                   # an unhashable argument: no signature, no replay
+            return self.fn(*inputs)
+        if found is None or _state.watching or not found[0].params_unchanged():
             return self._trace(key, inputs)
         program, single = found
-        if list(map(_requires_grad, program.params)) != program.param_flags:
-            return self._trace(key, inputs)  # a parameter was frozen or unfrozen
         ctxs = program.take_ctxs()
-        outs = program.forward(ctxs, *[x.data for x in inputs])
-        loss = Tensor._make(outs[0])
+        outs = program.forward(ctxs, *[x.data for x in inputs if isinstance(x, Tensor)])
+        tensors = [Tensor._make(o) for o in outs]
         if _state.grad_enabled and program.has_backward:
             node = _new(Replay)
             node.program = program
@@ -345,27 +417,37 @@ class compile:
             node.edges = program.edges if program.leaf_params else program._edges()
             node.needs_input_grad = program.needs_input_grad
             node._record, node._seq = True, next(_sequence)
-            loss.requires_grad, loss.grad_fn = True, node
+            node.versions = [(p._version, p._version[0]) for p in program.saved_params]
+            node.versions += [(tensors[n]._version, 0) for n in program.watched_outputs]
+            tensors[0].requires_grad, tensors[0].grad_fn = True, node
         else:
             program.give_back(ctxs)
-        if single:
-            return loss
-        return (loss, *[Tensor._make(o) for o in outs[1:]])
+        return tensors[0] if single else tuple(tensors)
 
     def _trace(self, key, inputs):
         """Run fn eagerly; record it as the program for `key` unless replay cannot serve it."""
-        if _state.watching or any(x.requires_grad for x in inputs):
+        if _state.watching or self.eager_only or any(
+                isinstance(x, Tensor) and x.requires_grad for x in inputs):
             return self.fn(*inputs)  # eager only: tracers must see every op; replay supports
         program = Program(inputs)    # parameters, not inputs, needing grad
-        with autograd.trace_ops(program.record):
-            result = self.fn(*inputs)
+        prev = _state.writes
+        _state.writes = prev + (program.wrote,)
+        try:
+            with autograd.trace_ops(program.record):
+                result = self.fn(*inputs)
+        finally:
+            _state.writes = prev
         single = isinstance(result, Tensor)
-        program.finish([result] if single else list(result))
-        if len(self.programs) >= self.max_signatures:
+        program.finish(inputs, [result] if single else list(result))
+        if program.unreplayable:
+            self.eager_only = program.unreplayable
+            warnings.warn(f"compile: {program.unreplayable}; the function runs eagerly from now "
+                          "on", stacklevel=3)
+            return result
+        if key not in self.programs and len(self.programs) >= self.max_signatures:
             self.programs.pop(next(iter(self.programs)))
         self.programs[key] = (program, single)
         return result
 
 
 _new = object.__new__
-_requires_grad = operator.attrgetter("requires_grad")

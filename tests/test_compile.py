@@ -180,7 +180,7 @@ def test_freezing_a_parameter_after_tracing_retraces():
     f(x[8:16], y[8:16]).backward()
     assert first.grad is None and model.layers[2].weight.grad is not None
     program = next(iter(f.programs.values()))[0]
-    assert program.param_flags[0] is False
+    assert program.param_state[0][1] is False
     assert program.source.count("    v") >= len(program.ops)  # one line per op, readable
 
 
@@ -215,3 +215,94 @@ def test_second_output_read_by_a_kernel_is_not_overwritten():
     with cr.no_grad():
         expected = lin(cr.tensor(x)).numpy()
     assert np.array_equal(h.numpy(), expected) and (expected < 0).any()
+
+
+# ---- what a trace must not get wrong (each case once returned a silently different result) ----
+def _lin(dtype=np.float64, n_in=5):
+    cr.manual_seed(1)
+    return nn.Linear(n_in, 4).to(dtype)
+
+
+_L64, _L32 = _lin(), _lin(np.float32)
+_RNG = np.random.default_rng(0)
+_X, _Y = _RNG.standard_normal((16, 5)), _RNG.integers(0, 4, 16)
+_X32 = _X.astype(np.float32)
+TRACE_CASES = {  # name: (fn, trace-call args, replay-call args)
+    "in-place write outside autograd": (
+        lambda a, b: (lambda x: (x.__imul__(2), cr.cross_entropy(_L64(x), b))[1])(a * 1.0),
+        (_X[:8], _Y[:8]), (_X[8:], _Y[8:])),
+    "in-place on an intermediate": (
+        lambda a, b: (lambda h: (h.__iadd__(1.0), cr.cross_entropy(cr.relu(h), b))[1])(_L64(a)),
+        (_X[:8], _Y[:8]), (_X[8:], _Y[8:])),
+    "detach() of an input": (
+        lambda a, b: cr.cross_entropy(_L64(a.detach()), b), (_X[:8], _Y[:8]), (_X[8:], _Y[8:])),
+    "cr.tensor() of an input": (
+        lambda a, b: cr.cross_entropy(_L64(cr.tensor(a)), b), (_X[:8], _Y[:8]), (_X[8:], _Y[8:])),
+    "an input inside an index": (
+        lambda a, b: _L64(a)[np.arange(8), b].sum(), (_X[:8], _Y[:8]), (_X[8:], _Y[8:])),
+    "one array in two input slots": (
+        lambda a, y1, y2: cr.cross_entropy(_L64(a), y1) + 2 * cr.cross_entropy(_L64(a), y2),
+        (_X[:8], _Y[:8], _Y[:8]), (_X[:8], _Y[:8], (_Y[:8] + 1) % 4)),
+    "a Python int argument": (
+        lambda a, b, k: cr.cross_entropy(_L64(a)[:k], b[:k]), (_X[:8], _Y[:8], 4),
+        (_X[:8], _Y[:8], 6)),
+    "a NumPy float64 scalar, float32 model": (
+        lambda a, b: cr.cross_entropy(cr.tanh(_L32(a)) / np.sqrt(4.0), b),
+        (_X32[:8], _Y[:8]), (_X32[8:], _Y[8:])),
+    "a Python float argument, float32 model": (
+        lambda a, b, t: cr.cross_entropy(_L32(a) / t, b), (_X32[:8], _Y[:8], 2.0),
+        (_X32[8:], _Y[8:], 3.0)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:compile:UserWarning")
+@pytest.mark.parametrize("name", list(TRACE_CASES))
+def test_replay_equals_eager_where_tracing_is_tricky(name):
+    fn, first, second = TRACE_CASES[name]
+    f = cr.compile(fn)
+    f(*first)
+    replayed = f(*second)
+    eager = fn(*[cr.tensor(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a
+                 for a in second])
+    assert replayed.dtype == eager.dtype and replayed.item() == eager.item()
+
+
+def test_unreplayable_functions_warn_once_and_stay_eager():
+    lin = _lin()
+
+    def with_hook(a, b):
+        h = lin(a)
+        h.register_hook(lambda g: g * 0)
+        return cr.cross_entropy(h, b)
+
+    f = cr.compile(with_hook)
+    with pytest.warns(UserWarning, match="hook or retain_grad"):
+        f(_X[:8], _Y[:8]).backward()
+    lin.zero_grad()
+    f(_X[8:], _Y[8:]).backward()  # eager again: the hook zeroes the gradient
+    assert not lin.weight.grad.numpy().any() and not f.programs
+
+
+def test_replay_refuses_saved_arrays_modified_in_place_like_eager():
+    first, second = _lin(), nn.Linear(4, 4).to(np.float64)
+    f = cr.compile(lambda a, b: (lambda h: (cr.cross_entropy(second(h), b), h))(cr.tanh(first(a))))
+    f(_X[:8], _Y[:8])
+    loss, h = f(_X[8:], _Y[8:])
+    with cr.no_grad():
+        h.mul_(0.0)  # h is what `second` saved for its weight's gradient
+    with pytest.raises(cr.GraphError, match="modified in place"):
+        loss.backward()
+    loss = f(_X[8:], _Y[8:])[0]
+    loss.backward(retain_graph=True)
+    cr.optim.SGD(second.parameters(), lr=1.0).step()  # `second.weight` was saved for h's grad
+    with pytest.raises(cr.GraphError, match="modified in place"):
+        loss.backward()
+
+
+def test_a_parameter_changing_dtype_retraces():
+    lin = _lin()
+    f = cr.compile(lambda a, b: cr.cross_entropy(lin(a), b))
+    f(_X[:8], _Y[:8])
+    lin.to(np.float32)
+    f(_X[8:], _Y[8:]).backward()
+    assert lin.weight.grad.dtype == np.float32

@@ -47,8 +47,9 @@ class Linear(Function):
     @staticmethod
     def replay_forward(k):
         shapes, dtypes = k.facts.shapes, k.facts.dtypes
-        if len(shapes[0] or ()) != 2 or len({d for d in dtypes if d is not None}) != 1:
-            return None
+        if (len(shapes[0] or ()) != 2 or len({d for d in dtypes if d is not None}) != 1
+                or (len(shapes) > 2 and shapes[2] not in (None, shapes[1][:1]))):
+            return None  # batched inputs, mixed dtypes, or a bias that is not (out,)
         x, w = k.args[:2]
         lines = [f"{k.out} = {x} @ {w}.T"]
         if len(shapes) > 2 and shapes[2] is not None:
@@ -184,11 +185,9 @@ def check_class_targets(op, logits_shape, target):
 def gather_classes(op, z, target):
     """z[i, target[i]] for each row i, raising a clear error for a target outside [0, C).
 
-    The targets are read as unsigned integers (a view, no copy): a negative target becomes a
-    huge index, so one bounds-checked gather catches both ends without a min/max pass."""
-    try:
-        return z[_rows(len(target)), target.view(f"u{target.itemsize}")]
-    except IndexError:
-        lo, hi = target.min(), target.max()
-        raise ArgumentError(f"{op}: targets must lie in [0, {z.shape[1]}), got values from {lo} "
-                            f"to {hi}") from None
+    One pass checks both ends: read as unsigned integers (a view, no copy), a negative target is
+    huge, so the largest must be below C (NumPy would read a negative index from the end)."""
+    if target.size and np.maximum.reduce(target.view(f"u{target.itemsize}"), axis=None) >= z.shape[1]:
+        raise ArgumentError(f"{op}: targets must lie in [0, {z.shape[1]}), got values from "
+                            f"{target.min()} to {target.max()}")
+    return z[_rows(len(target)), target]

@@ -245,6 +245,8 @@ def inplace(t, op, other):
         _check_inplace(t, op + "_")
         return _rebind(t, _OUT_OF_PLACE[op](t, other))
     data = other.data if isinstance(other, Tensor) else other
+    for seen in autograd._state.writes:
+        seen(t)
     try:
         _IN_PLACE[op](t.data, data)
     except ValueError as e:
@@ -259,6 +261,8 @@ def setitem(t, index, value):
         _check_inplace(t, "setitem")
         _rebind(t, IndexPut.apply(t, index, value))
         return
+    for seen in autograd._state.writes:
+        seen(t)
     try:
         t.data[index] = value.data if isinstance(value, Tensor) else value
     except ValueError as e:
