@@ -262,6 +262,7 @@ def _generate(program):
             name = f"g{k}" if kind == _OP else f"q{k}"
             contributions[name] = contributions.get(name, 0) + 1
     fresh = set()  # gradient variables holding a fresh array that only their op receives
+    program.grads_distinct = True  # no array can become two parameters' gradients
     for j in reversed(runs):
         cls, ctx, sources, facts = ops[j]
         site = sites[j]
@@ -280,6 +281,8 @@ def _generate(program):
             kind, k = sources[i]
             target = f"g{k}" if kind == _OP else f"q{k}"
             single = contributions[target] == 1
+            if kind != _OP and not (site.kernel and single and results[i][1]):
+                program.grads_distinct = False
             if site.kernel:
                 expr, is_fresh = results[i]
                 if single and is_fresh and kind == _OP:
@@ -365,6 +368,8 @@ class Replay(Function):
         grads = ctx.program.backward(ctx.ctxs, grad, release)
         if release:
             ctx._release()
+        if ctx.program.grads_distinct:
+            return tuple(grads)
         present = [g for g in grads if g is not None]
         return tuple(grads if len(set(map(id, present))) == len(present) else _distinct(grads))
 

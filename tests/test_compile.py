@@ -306,3 +306,16 @@ def test_a_parameter_changing_dtype_retraces():
     lin.to(np.float32)
     f(_X[8:], _Y[8:]).backward()
     assert lin.weight.grad.dtype == np.float32
+
+
+def test_one_array_never_becomes_two_parameters_gradients():
+    """Add hands its incoming gradient to both inputs: each .grad must be its own array."""
+    p1 = cr.tensor(np.ones(3), requires_grad=True)
+    p2 = cr.tensor(np.ones(3), requires_grad=True)
+    f = cr.compile(lambda a: ((p1 + p2) * a).sum())
+    f(np.arange(3.0)).backward()
+    p1.grad = p2.grad = None
+    f(np.arange(3.0) + 1).backward()
+    assert not np.shares_memory(p1.grad.numpy(), p2.grad.numpy())
+    np.testing.assert_array_equal(p1.grad.numpy(), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(p2.grad.numpy(), [1.0, 2.0, 3.0])
