@@ -621,3 +621,14 @@ def test_deepcopy_and_pickle_keep_members():
         assert clone.layers[0].weight.requires_grad
         for k, v in clone.state_dict().items():
             np.testing.assert_array_equal(v.numpy(), m.state_dict()[k].numpy())
+
+
+def test_linear_names_both_shapes_when_the_bias_does_not_fit():
+    F = nn.functional
+    with pytest.raises(cr.ShapeError, match=r"linear: \(5, 2\) and \(4, 3\): input features"):
+        F.linear(cr.randn(5, 2), cr.randn(4, 3))
+    with pytest.raises(cr.ShapeError, match=r"linear: \(2, 3\) and \(1, 2\): bias must have shape"):
+        F.linear(cr.randn(4, 3), cr.randn(2, 3), cr.randn(1, 2))
+    w, b = cr.randn(2, 3, requires_grad=True), cr.randn(requires_grad=True)  # a 0-d bias broadcasts
+    F.linear(cr.randn(4, 3), w, b).sum().backward()
+    assert b.grad.shape == () and b.grad.item() == pytest.approx(8.0)

@@ -21,6 +21,8 @@ class Linear(Function):
             ctx.weight_order = "F" if weight.flags.f_contiguous else "C"
         out = x @ weight.T
         if bias is not None:
+            if bias.shape != out.shape[-1:] and bias.ndim:
+                raise ValueError("bias shape")  # shape_error below names the shapes
             out += bias
         return out
 
