@@ -112,14 +112,25 @@ class Adam(Optimizer):
             p *= 1 - lr * lam
         elif lam:
             g = g + lam * p
-        m += (1 - b1) * (g - m)
+        # the same arithmetic in the same order as the formulas above, in two scratch arrays
+        # instead of a new temporary per operation
+        a, b = np.empty_like(p), np.empty_like(p)
+        np.subtract(g, m, out=a)
+        a *= 1 - b1
+        m += a                                   # m += (1 - b1) (g - m)
         v *= b2
-        v += (1 - b2) * g * g
+        np.multiply(g, 1 - b2, out=a)
+        a *= g
+        v += a                                   # v = b2 v + (1 - b2) g g
         if group["amsgrad"]:
             v_max = self._buffer(state, "max_exp_avg_sq", p)
             v = np.maximum(v_max, v, out=v_max)
-        denom = np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps
-        p -= lr / (1 - b1 ** t) * m / denom
+        np.sqrt(v, out=a)
+        a /= math.sqrt(1 - b2 ** t)
+        a += eps                                 # denominator: sqrt(v / (1 - b2^t)) + eps
+        np.multiply(m, lr / (1 - b1 ** t), out=b)
+        b /= a
+        p -= b                                   # p -= lr m / (1 - b1^t) / denominator
 
 
 class AdamW(Adam):
