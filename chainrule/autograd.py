@@ -448,15 +448,16 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
                     leaves.append(p)
                 else:
                     heappush(heap, (-p._seq, p))
+        plain = capture is None and not create_graph
         for leaf in leaves:  # last, so that hooks see the whole gradient
             g = grads.pop(leaf)
             if leaf._hooks:
                 g = _run_hooks(leaf._hooks, g, create_graph)
-            if capture is not None:
+            if plain and leaf.grad is None and g.base is None and id(g) not in aliased:
+                leaf.grad = Tensor._make(g)  # the common case of _accumulate, inlined
+            elif capture is not None:
                 if leaf in capture:
                     capture[leaf] = g
-            elif leaf.grad is None and not create_graph and g.base is None and id(g) not in aliased:
-                leaf.grad = Tensor._make(g)  # the common case of _accumulate, inlined
             else:
                 _accumulate(leaf, g, id(g) in aliased, create_graph)
     finally:

@@ -54,7 +54,7 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        out = self.forward(*args, **kwargs)
+        out = self.forward(*args, **kwargs) if kwargs else self.forward(*args)
         if self._forward_hooks:
             for hook in list(self._forward_hooks):
                 result = hook(self, args, out)
