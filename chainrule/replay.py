@@ -9,11 +9,14 @@ every `Function.apply` is recorded: its class, its ctx, and where each argument 
 input, an earlier op's output, a parameter read afresh each call, or a constant). The recording
 then becomes two Python functions, generated as straight-line source with one line per op
 (`Program.source` shows them): `forward` calls each op's `forward` on arrays, `backward` each
-op's `backward` in reverse, summing gradients in local variables. No Tensors, nodes or edges are
-made per op; a replayed call returns its output wrapped in one node, `Replay`, whose backward is
-the generated backward. Results equal eager mode's bit for bit: the same primitives run on the
-same arrays in the same order. A new signature is traced anew (eager again), and so is any call
-under `cr.detect_anomaly()` or an op tracer, which must see every op.
+op's `backward` in reverse, summing gradients in local variables. An op whose class has replay
+kernels (`replay_forward`/`replay_backward`, see `Site`) contributes its arithmetic as lines
+instead, in place where no one else reads the array. No Tensors, nodes or edges are made per op;
+a replayed call returns its output wrapped in one node, `Replay`, whose backward is the generated
+backward. Results equal eager mode's bit for bit: the same NumPy operations run on the same
+arrays in the same order. A new signature is traced anew (eager again), and so is any call
+under `cr.detect_anomaly()` or an op tracer, which must see every op. A function whose trace
+cannot stand for later calls (see `Program.unreplayable`) runs eagerly, with one warning.
 
 Each replayed call gets its own set of ctx objects (from a pool; a set returns to it when the
 call's backward has run or its output is gone), so two calls may be alive before one backward,
@@ -21,7 +24,8 @@ as when gradients are accumulated over several batches.
 
 What is recorded is ops, not Python: the function must compute its result from its inputs and
 parameters with chainrule ops only. Python-side effects (printing, a BatchNorm's running-average
-update, random numbers drawn outside an op, branches on data values) happen at trace time only.
+update, random numbers drawn outside an op, branches on data values) happen at trace time only,
+and the parameters are the Tensor objects the trace saw: compile again after replacing a layer.
 Higher-order gradients (`create_graph=True`) through a replay are not supported.
 """
 import builtins
