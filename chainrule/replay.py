@@ -98,7 +98,8 @@ class Program:
 
     def finish(self, inputs, outputs):
         """Resolve the outputs, then generate the replay code; the trace's own objects can go."""
-        self.outputs = [self._where.get(id(o.data), (_TENSOR, None)) for o in outputs]
+        self.outputs = [self._where.get(id(o.data), (_TENSOR, None)) if isinstance(o, Tensor)
+                        else (_VALUE, None) for o in outputs]
         if any(kind != _OP for kind, _ in self.outputs):
             raise GraphError("compile: every output must be computed by chainrule ops "
                              "inside the function")

@@ -319,3 +319,11 @@ def test_one_array_never_becomes_two_parameters_gradients():
     assert not np.shares_memory(p1.grad.numpy(), p2.grad.numpy())
     np.testing.assert_array_equal(p1.grad.numpy(), [1.0, 2.0, 3.0])
     np.testing.assert_array_equal(p2.grad.numpy(), [1.0, 2.0, 3.0])
+
+
+def test_outputs_must_be_computed_by_ops():
+    w = cr.tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(cr.GraphError, match="every output must be computed by chainrule ops"):
+        cr.compile(lambda a: ((a * w).sum(), 3))(np.ones(3))
+    with pytest.raises(cr.GraphError, match="every output must be computed by chainrule ops"):
+        cr.compile(lambda a: w)(np.ones(3))
