@@ -187,3 +187,16 @@ def test_divergence_is_reported():
     assert not rows["wrong"]["check_ok"]
     assert rows["wrong"]["max_abs_diff"] == pytest.approx(1e-3, rel=1e-2)
     assert problems and "wrong diverged" in problems[0]
+
+
+def test_phases_diagnostic_reports_every_phase():
+    sys.path.insert(0, BENCH)
+    try:
+        import phases
+        result = phases.measure("W2", steps=3, reps=1, quick=True)
+    finally:
+        sys.path.remove(BENCH)
+    assert {"eager whole step", "compiled whole step", "optimizer step",
+            "hand-written NumPy step (an epoch / its steps)"} <= set(result)
+    assert all(us > 0 for us in result.values())
+    assert result["eager forward + loss"] < result["eager whole step"]
