@@ -198,5 +198,4 @@ def test_phases_diagnostic_reports_every_phase():
         sys.path.remove(BENCH)
     assert {"eager whole step", "compiled whole step", "optimizer step",
             "hand-written NumPy step (an epoch / its steps)"} <= set(result)
-    assert all(us > 0 for us in result.values())
-    assert result["eager forward + loss"] < result["eager whole step"]
+    assert all(us > 0 for us in result.values())  # what it shows is measured, not tested
