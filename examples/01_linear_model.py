@@ -20,6 +20,7 @@ from chainrule import nn
 from chainrule.data import circles, moons
 from chainrule.train import fit, predict
 from chainrule.viz import plot_decision_boundary, pyplot
+from chainrule.viz.plots import save
 
 TOLERANCE = 1e-3  # max |W_gd - W_closed| allowed, in units of the target (disease progression, ~150)
 
@@ -84,9 +85,7 @@ def plot_loss(result, path):
     a2.set(xlabel="step", ylabel="loss - least-squares minimum", title="distance to the optimum")
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(plt, fig, path, dpi=100)
 
 
 def main(quick=False, out=None):

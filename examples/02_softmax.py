@@ -14,6 +14,7 @@ import numpy as np
 
 import chainrule as cr
 from chainrule.viz import pyplot
+from chainrule.viz.plots import save
 
 CLASSIC = [[1.0, 2.0, 0.0], [-1.0, 0.0, 1.0], [-10.0, 0.0, 10.0]]
 
@@ -37,9 +38,7 @@ def plot(logits, probs, one_hot, path):
         ax.set(title=f"logits {o.astype(int).tolist()}", xticks=range(len(p)),
                xlabel="class (red: argmax)", ylim=(0, 1.15))
     axes[0].set_ylabel("softmax probability")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(plt, fig, path, dpi=100)
 
 
 def main(quick=False, out=None):

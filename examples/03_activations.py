@@ -13,6 +13,7 @@ import os
 import chainrule as cr
 from chainrule import nn
 from chainrule.viz import pyplot
+from chainrule.viz.plots import save
 
 ACTIVATIONS = {
     "sigmoid": nn.Sigmoid(),
@@ -47,9 +48,7 @@ def plot(result, path):
         ax.set(title=name, ylim=(-1.5, 4.2))
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(plt, fig, path, dpi=100)
 
 
 def main(quick=False, out=None):

@@ -20,6 +20,7 @@ import chainrule as cr
 from chainrule import nn
 from chainrule.memory import checkpoint_sequential
 from chainrule.viz import pyplot
+from chainrule.viz.plots import save
 
 
 def gradients(loss_fn, model, x, y):
@@ -48,9 +49,7 @@ def plot(plain, checkpointed, segments, path):
     a2.legend(fontsize=7)
     for ax in (a1, a2):
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(plt, fig, path, dpi=100)
 
 
 def main(quick=False, out=None):
