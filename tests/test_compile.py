@@ -227,6 +227,7 @@ _L64, _L32 = _lin(), _lin(np.float32)
 _RNG = np.random.default_rng(0)
 _X, _Y = _RNG.standard_normal((16, 5)), _RNG.integers(0, 4, 16)
 _X32 = _X.astype(np.float32)
+_Y8 = _Y[:8]  # one array object, passed in two slots below
 TRACE_CASES = {  # name: (fn, trace-call args, replay-call args)
     "in-place write outside autograd": (
         lambda a, b: (lambda x: (x.__imul__(2), cr.cross_entropy(_L64(x), b))[1])(a * 1.0),
@@ -242,7 +243,7 @@ TRACE_CASES = {  # name: (fn, trace-call args, replay-call args)
         lambda a, b: _L64(a)[np.arange(8), b].sum(), (_X[:8], _Y[:8]), (_X[8:], _Y[8:])),
     "one array in two input slots": (
         lambda a, y1, y2: cr.cross_entropy(_L64(a), y1) + 2 * cr.cross_entropy(_L64(a), y2),
-        (_X[:8], _Y[:8], _Y[:8]), (_X[:8], _Y[:8], (_Y[:8] + 1) % 4)),
+        (_X[:8], _Y8, _Y8), (_X[:8], _Y8, (_Y8 + 1) % 4)),
     "a Python int argument": (
         lambda a, b, k: cr.cross_entropy(_L64(a)[:k], b[:k]), (_X[:8], _Y[:8], 4),
         (_X[:8], _Y[:8], 6)),
@@ -327,3 +328,14 @@ def test_outputs_must_be_computed_by_ops():
         cr.compile(lambda a: ((a * w).sum(), 3))(np.ones(3))
     with pytest.raises(cr.GraphError, match="every output must be computed by chainrule ops"):
         cr.compile(lambda a: w)(np.ones(3))
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("in-place write outside autograd", "an in-place write outside autograd"),
+    ("one array in two input slots", "two inputs are the same array"),
+    ("cr.tensor() of an input", r"a Tensor equal to an input but not computed from it"),
+])
+def test_why_a_trace_cannot_be_replayed_is_said(name, reason):
+    fn, first, _ = TRACE_CASES[name]
+    with pytest.warns(UserWarning, match=f"compile: {reason}.*runs eagerly from now on"):
+        cr.compile(fn)(*first)

@@ -290,12 +290,10 @@ def test_module_repr_and_dtype_follow():
         L.BCELoss(reduction="avg")
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8])
-@pytest.mark.parametrize("bad", [-1, -3, 3, 200])
+@pytest.mark.parametrize("dtype, bad", [(d, b) for d in (np.int64, np.int32, np.uint8)
+                                        for b in (-1, -3, 3, 200) if b >= 0 or d is not np.uint8])
 def test_fused_cross_entropy_rejects_targets_outside_the_classes(dtype, bad):
     """cr.cross_entropy (the fused node): a negative target must not wrap to the last class."""
-    if bad < 0 and np.dtype(dtype).kind == "u":
-        pytest.skip("unsigned targets cannot be negative")
     target = np.array([0, bad, 1], dtype=dtype)
     with pytest.raises(cr.ArgumentError, match=r"cross_entropy: targets must lie in \[0, 3\)"):
         cr.cross_entropy(cr.randn(3, 3), target)
