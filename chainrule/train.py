@@ -4,6 +4,7 @@ Per epoch: shuffle, and for each batch forward -> loss -> zero_grad -> backward 
 validation, the scheduler, the history, callbacks, and an atomic checkpoint of everything needed
 to continue (model, optimizer, scheduler, random states, history, callbacks).
 """
+import contextlib
 import math
 import os
 import sys
@@ -156,10 +157,8 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
                 batch_loss = loss_fn(out, y)
                 value = batch_loss.item()
                 if not math.isfinite(value):
-                    raise TrainingError(f"the loss became {value} at epoch {epoch}, step {step}; "
-                                        "training stopped (try a smaller learning rate)"
-                                        + (f"; the last good checkpoint is in {checkpoint_dir}"
-                                           if checkpoint_dir and epoch > 1 else ""))
+                    raise _stopped(f"the loss became {value} at epoch {epoch}, step {step}",
+                                   checkpoint_dir, epoch)
                 optimizer.zero_grad()
                 batch_loss.backward()
                 for cb in callbacks:
@@ -187,10 +186,8 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
                       f"the validation loss became {row['val_loss']}"
                       if not math.isfinite(row.get("val_loss", 0.0)) else None)
             if broken:  # the epoch's last step broke the model: never checkpoint it
-                raise TrainingError(f"{broken} at epoch {epoch}, step {step} (the last step of the "
-                                    "epoch); training stopped (try a smaller learning rate)"
-                                    + (f"; the last good checkpoint is in {checkpoint_dir}"
-                                       if checkpoint_dir and epoch > 1 else ""))
+                raise _stopped(f"{broken} at epoch {epoch}, step {step} (the last step of the "
+                               "epoch)", checkpoint_dir, epoch)
             if scheduler is not None:
                 _step_scheduler(scheduler, row)
             history.append(row)
@@ -219,18 +216,14 @@ def evaluate(model, data, loss=None, metrics=("accuracy",), batch_size=256):
     """{"loss": ..., metric: ...} of `model` on `data` in eval mode under no_grad."""
     loader = as_loader(data, batch_size, shuffle=False)
     loss_fn = loss_function(loss, loader.dataset)
-    was_training = getattr(model, "training", False)
-    model.eval()
     total, seen, outputs, targets = 0.0, 0, [], []
-    with no_grad():
+    with _inference(model):
         for x, y in loader:
             out = model(x)
             total += loss_fn(out, y).item() * len(y)
             seen += len(y)
             outputs.append(out.data)
             targets.append(y.data)
-    if was_training:
-        model.train()
     result = {"loss": total / max(seen, 1)}
     result.update(M.compute(tuple(metrics or ()), np.concatenate(outputs), np.concatenate(targets)))
     return result
@@ -241,14 +234,29 @@ def predict(model, X, batch_size=1024):
     X = X.data if isinstance(X, Tensor) else np.asarray(X)
     if X.dtype.kind != "f":  # keep float32/float64 inputs as they are (a float64 model stays exact)
         X = X.astype(get_default_dtype())
+    with _inference(model):
+        return np.concatenate([model(Tensor._make(X[i:i + batch_size])).data
+                               for i in range(0, len(X), batch_size)]) if len(X) else np.zeros((0,))
+
+
+def _stopped(what, checkpoint_dir, epoch):
+    """The TrainingError for a NaN/Inf: what happened, and where the last good checkpoint is."""
+    where = (f"; the last good checkpoint is in {checkpoint_dir}"
+             if checkpoint_dir and epoch > 1 else "")
+    return TrainingError(f"{what}; training stopped (try a smaller learning rate){where}")
+
+
+@contextlib.contextmanager
+def _inference(model):
+    """Eval mode under no_grad; the model's previous mode comes back, even after an error."""
     was_training = getattr(model, "training", False)
     model.eval()
-    with no_grad():
-        out = np.concatenate([model(Tensor._make(X[i:i + batch_size])).data
-                              for i in range(0, len(X), batch_size)]) if len(X) else np.zeros((0,))
-    if was_training:
-        model.train()
-    return out
+    try:
+        with no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
 
 
 # ---- helpers ----------------------------------------------------------------------------------

@@ -66,10 +66,7 @@ class SGD(Optimizer):
         alpha = -group["lr"]  # plain SGD: θ ← θ - γg, without the per-parameter call of update
         for p in group["params"]:
             if p.grad is not None:
-                if p.data.size > _CHUNK:
-                    axpy(p.data, p.grad.data, alpha)
-                else:  # axpy's small case, without the call
-                    p.data += alpha * p.grad.data
+                axpy(p.data, p.grad.data, alpha)
                 p._version[0] += 1
 
     def update(self, p, g, state, group):
