@@ -7,7 +7,7 @@ import numpy as np
 from chainrule import ops
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.ops import normalize_dim, reduce_args
-from chainrule.ops.fused import Linear, SoftmaxCrossEntropy
+from chainrule.ops.fused import Linear, SoftmaxCrossEntropy, one_hot_array
 from chainrule.tensor import Tensor
 
 
@@ -166,7 +166,7 @@ def one_hot(labels, num_classes=-1):
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ArgumentError(f"one_hot: labels must lie in [0, {num_classes}), got values from "
                             f"{y.min()} to {y.max()}")
-    return Tensor._make((y[..., None] == np.arange(num_classes)).astype(np.int64))
+    return Tensor._make(one_hot_array(y, num_classes, np.int64))
 
 
 def cross_entropy(logits, targets, reduction="mean"):

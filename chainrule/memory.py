@@ -71,8 +71,8 @@ def trace_saved(run, model=None, exclude=()):
             if isinstance(a, Tensor) and a.requires_grad and a.grad_fn is None:
                 leaves[id(a.data)] = a.data
         new = []
-        for a in ctx._saved or ():
-            if isinstance(a, np.ndarray) and id(a) not in seen:
+        for a in ctx.saved_arrays():
+            if id(a) not in seen:
                 seen[id(a)] = a
                 if _is_view_of(a, leaves):
                     param_bytes += a.nbytes
@@ -210,7 +210,7 @@ def ledger(fn, *inputs, model=None):
 
         def count(cls, ctx, args, out):
             counted[0] += 1
-            counted[1] += sum(a.nbytes for a in ctx._saved or () if isinstance(a, np.ndarray))
+            counted[1] += sum(a.nbytes for a in ctx.saved_arrays())
 
         with no_grad(), _Peak() as peak0, trace_ops(count):
             fn(*inputs)

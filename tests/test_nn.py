@@ -632,3 +632,27 @@ def test_linear_names_both_shapes_when_the_bias_does_not_fit():
     w, b = cr.randn(2, 3, requires_grad=True), cr.randn(requires_grad=True)  # a 0-d bias broadcasts
     F.linear(cr.randn(4, 3), w, b).sum().backward()
     assert b.grad.shape == () and b.grad.item() == pytest.approx(8.0)
+
+
+@pytest.mark.parametrize("frozen", [("weight",), ("weight", "bias"), ("bias",)])
+def test_linear_backward_with_frozen_parameters_and_batched_inputs(frozen):
+    """Gradients for whatever still needs one, with (batch, seq, in) inputs (a frozen layer)."""
+    torch = pytest.importorskip("torch")
+    cr.manual_seed(0)
+    lin = nn.Linear(3, 4).to(np.float64)
+    for name in frozen:
+        getattr(lin, name).requires_grad_(False)
+    x = cr.randn(2, 5, 3, dtype=cr.float64, requires_grad=True)
+    lin(x).sum().backward()
+    t = torch.nn.Linear(3, 4).double()
+    with torch.no_grad():
+        t.weight.copy_(torch.from_numpy(lin.weight.numpy())), t.bias.copy_(torch.from_numpy(lin.bias.numpy()))
+    tx = torch.from_numpy(x.numpy()).requires_grad_()
+    t(tx).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-12)
+    for name in ("weight", "bias"):
+        p, tp = getattr(lin, name), getattr(t, name)
+        if name in frozen:
+            assert p.grad is None
+        else:
+            np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-12)

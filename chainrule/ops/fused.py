@@ -32,8 +32,11 @@ class Linear(Function):
         need = ctx.needs_input_grad
         need_w, need_b = need[1], len(need) > 2 and need[2]
         gx = grad @ weight if need[0] else None
-        if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out)
-            grad, x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        if not (need_w or need_b):
+            return gx, None, None
+        if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out); x is kept only for need_w
+            grad = grad.reshape(-1, grad.shape[-1])
+            x = x.reshape(-1, x.shape[-1]) if need_w else x
         if not isinstance(grad, np.ndarray):  # create_graph: the same formulas on Tensors
             return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
         gw = gb = None
@@ -100,7 +103,8 @@ class SoftmaxCrossEntropy(Function):
         e = np.exp(z)
         s = np.add.reduce(e, axis=1, keepdims=True)
         losses = np.log(s[:, 0]) - gather_classes("cross_entropy", z, target)
-        ctx.save_for_backward(np.divide(e, s, out=e), logits)  # the softmax; logits for create_graph
+        if ctx.needs_input_grad:  # the softmax; the logits only for create_graph
+            ctx.save_for_backward(np.divide(e, s, out=e), logits)
         ctx.target, ctx.reduction = target, reduction
         if reduction == "none":
             return losses
@@ -114,7 +118,7 @@ class SoftmaxCrossEntropy(Function):
         if not isinstance(p, np.ndarray):  # create_graph: recompute the softmax from the logits
             scale = grad.reshape(-1, 1) if ctx.reduction == "none" else \
                 grad / n if ctx.reduction == "mean" else grad
-            return (logits.softmax(1) - _one_hot(ctx.target, p.shape[1], p.dtype)) * scale, None, None
+            return (logits.softmax(1) - one_hot_array(ctx.target, p.shape[1], p.dtype)) * scale, None, None
         if ctx.reduction == "none":
             d = p * grad.reshape(-1, 1)
             d[_rows(n), ctx.target] -= grad
@@ -170,8 +174,9 @@ def _rows(n, cache={}):
     return rows
 
 
-def _one_hot(target, classes, dtype):
-    return (target[:, None] == np.arange(classes)).astype(dtype)
+def one_hot_array(labels, classes, dtype):
+    """Integer labels (...,) -> one-hot (..., classes) of `dtype`, no checks."""
+    return (labels[..., None] == np.arange(classes)).astype(dtype)
 
 
 def check_class_targets(op, logits_shape, target):

@@ -245,14 +245,20 @@ def inplace(t, op, other):
         _check_inplace(t, op + "_")
         return _rebind(t, _OUT_OF_PLACE[op](t, other))
     data = other.data if isinstance(other, Tensor) else other
-    for seen in autograd._state.writes:
-        seen(t)
     try:
-        _IN_PLACE[op](t.data, data)
+        _write(t, lambda: _IN_PLACE[op](t.data, data))
     except ValueError as e:
         raise shape_error(op + "_", t.shape, np.shape(data), detail=str(e)) from None
-    t._version[0] += 1
     return t
+
+
+def _write(t, write):
+    """An in-place write no op records: tell the watchers (compile's trace), write, bump the
+    version counter (so graphs that saved the old value refuse to use it)."""
+    for seen in autograd._state.writes:
+        seen(t)
+    write()
+    t._version[0] += 1
 
 
 def setitem(t, index, value):
@@ -261,10 +267,8 @@ def setitem(t, index, value):
         _check_inplace(t, "setitem")
         _rebind(t, IndexPut.apply(t, index, value))
         return
-    for seen in autograd._state.writes:
-        seen(t)
+    data = value.data if isinstance(value, Tensor) else value
     try:
-        t.data[index] = value.data if isinstance(value, Tensor) else value
+        _write(t, lambda: t.data.__setitem__(index, data))
     except ValueError as e:
         raise shape_error("setitem", np.shape(value), t.shape, detail=str(e)) from None
-    t._version[0] += 1
