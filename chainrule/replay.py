@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 
 from chainrule import autograd
-from chainrule.autograd import Function, _sequence, _state
+from chainrule.autograd import Function, _new, _sequence, _state
 from chainrule.errors import GraphError
 from chainrule.tensor import Tensor
 
@@ -46,7 +46,7 @@ class Program:
     `unreplayable` says why the trace cannot stand for later calls (then they run eagerly)."""
 
     def __init__(self, inputs):
-        self.ops = []            # (cls, ctx, sources, facts)
+        self.ops = []            # (cls, ctx, sources, facts); after finish, the classes
         self.params = []         # Tensors read afresh each call (parameters, buffers, constants)
         self._where = {}         # id(ndarray) -> (_INPUT | _OP, index): where an array came from
         self._alive = []         # keeps traced arrays alive, so their ids stay unique
@@ -117,18 +117,17 @@ class Program:
         self.watched_outputs = [n for n, o in enumerate(outputs) if id(o.data) in saved]
         self.saved_params = [p for p in self.params if id(p.data) in saved]
         self._alive = self._where = None
-        self.grad_params = [k for k, p in enumerate(self.params) if p.requires_grad]
         self.param_state = [(p.data, p.requires_grad) for p in self.params]
-        self.leaf_params = all(p.grad_fn is None for p in self.params)
-        if self.leaf_params:
-            self.edges = self._edges()
         self.needs_input_grad = tuple(p.requires_grad for p in self.params)
+        self.grad_params = [k for k, need in enumerate(self.needs_input_grad) if need]
+        # the Replay node's edges, made once unless a non-leaf's node changes from call to call
+        self.edges = self._edges() if all(p.grad_fn is None for p in self.params) else None
         self.templates = [_template(cls, ctx) for cls, ctx, _, _ in self.ops]
         self.source, namespace = _generate(self)
         exec(builtins.compile(self.source, "<chainrule replay>", "exec"), namespace)
         self.forward, self.backward = namespace["forward"], namespace["backward"]
         self.has_backward = bool(self.ops[self.outputs[0][1]][1]._record)
-        self.ops = [(cls, sources) for cls, _, sources, _ in self.ops]  # drop the trace's ctxs
+        self.ops = [cls for cls, *_ in self.ops]  # the op classes; the trace's ctxs can go
 
     def params_unchanged(self):
         """Are the parameters' arrays and requires_grad flags those of the trace? A new array of
@@ -175,13 +174,13 @@ def _template(cls, ctx):
 
 
 class _Facts:
-    """What the trace saw of one op: its arguments' shapes and dtypes, its output's, and whether
-    the output owned its memory (was not a view) and was kept by the op itself for backward."""
+    """What the trace saw of one op: its arguments' shapes and dtypes, and whether its output
+    owned its memory (was not a view)."""
 
     def __init__(self, arrays, out):
         self.shapes = [getattr(a, "shape", None) for a in arrays]
         self.dtypes = [getattr(a, "dtype", None) for a in arrays]
-        self.out_shape, self.out_dtype, self.out_owned = out.shape, out.dtype, out.base is None
+        self.out_owned = out.base is None
 
 
 class Site:
@@ -194,8 +193,8 @@ class Site:
     the forward may write into argument i (no one else reads it); grad_owned: the backward may
     write into its incoming gradient (a fresh array handed only to this op)."""
 
-    def __init__(self, j, cls, ctx, facts, args, ns):
-        self.j, self.cls, self.ctx, self.facts, self.args, self._ns = j, cls, ctx, facts, args, ns
+    def __init__(self, j, ctx, facts, args, ns):
+        self.j, self.ctx, self.facts, self.args, self._ns = j, ctx, facts, args, ns
         self.temps = []
         self.out, self.saved, self.grad = f"v{j}", f"c{j}._saved", f"g{j}"
         self.record, self.needs = bool(ctx._record), ctx.needs_input_grad
@@ -239,7 +238,7 @@ def _generate(program):
     sites = []
     for j, (cls, ctx, sources, facts) in enumerate(ops):
         args = [_expression(source, f"k{j}_{n}", ns) for n, source in enumerate(sources)]
-        site = Site(j, cls, ctx, facts, args, ns)
+        site = Site(j, ctx, facts, args, ns)
         for n, (kind, i) in enumerate(sources):  # an earlier kernel's output only this op reads
             if (kind == _OP and uses[i] == 1 and i not in outputs and sites[i].kernel
                     and ops[i][3].out_owned and not _keeps_output(ops[i][1])):
@@ -424,7 +423,7 @@ class compile:
             node = _new(Replay)
             node.program = program
             node.ctxs = node._saved = ctxs
-            node.edges = program.edges if program.leaf_params else program._edges()
+            node.edges = program.edges or program._edges()
             node.needs_input_grad = program.needs_input_grad
             node._record, node._seq = True, next(_sequence)
             node.versions = [(p._version, p._version[0]) for p in program.saved_params]
@@ -460,4 +459,3 @@ class compile:
         return result
 
 
-_new = object.__new__
