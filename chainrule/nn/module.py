@@ -17,6 +17,7 @@ from chainrule.autograd import RemovableHandle, enable_grad, no_grad
 from chainrule.errors import ArgumentError, ShapeError, fmt_shape
 from chainrule.memory import trace_saved
 from chainrule.nn.parameter import Buffer, Parameter
+from chainrule.nn.utils import zero_grads
 from chainrule.random import default_generator
 from chainrule.tensor import Tensor
 
@@ -157,15 +158,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none=True):
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            elif p.grad.data.flags.writeable:
-                p.grad.data[...] = 0
-            else:
-                p.grad = Tensor._make(np.zeros_like(p.data))
+        zero_grads(self.parameters(), set_to_none)
 
     def apply(self, fn):
         """Call fn(module) on every sub-module (children first), then on self; returns self."""

@@ -1,4 +1,4 @@
-"""Gradient clipping, in place on `.grad` like `torch.nn.utils`."""
+"""Gradient utilities: clipping in place on `.grad` like `torch.nn.utils`, and zeroing."""
 import numpy as np
 
 from chainrule.errors import AnomalyError
@@ -17,6 +17,24 @@ def _set(g, data):
     else:
         g.data = np.asarray(data, dtype=g.data.dtype)
     g._version[0] += 1
+
+
+def zero_grads(parameters, set_to_none=True):
+    """Forget gradients: `p.grad = None`, or zero `p.grad` in place, cut from any graph (what
+    `Module.zero_grad` and `Optimizer.zero_grad` do)."""
+    for p in parameters:
+        g = p.grad
+        if g is None:
+            continue
+        if set_to_none:
+            p.grad = None
+            continue
+        g.detach_()
+        if g.data.flags.writeable:
+            g.data.fill(0)
+        else:
+            g.data = np.zeros_like(g.data)
+        g._version[0] += 1
 
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False):

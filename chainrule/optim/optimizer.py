@@ -10,6 +10,7 @@ import numpy as np
 
 from chainrule.autograd import enable_grad
 from chainrule.errors import ArgumentError, shape_error
+from chainrule.nn.utils import zero_grads
 from chainrule.tensor import Tensor
 
 
@@ -53,20 +54,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Forget gradients: `p.grad = None`, or zero `p.grad` in place (cut from any graph)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                    continue
-                g.detach_()
-                if g.data.flags.writeable:
-                    g.data.fill(0)
-                else:
-                    g.data = np.zeros_like(g.data)
-                g._version[0] += 1
+        zero_grads([p for group in self.param_groups for p in group["params"]], set_to_none)
 
     def step(self, closure=None):
         """Update every parameter that has a `.grad`. `closure` re-evaluates and returns the loss
