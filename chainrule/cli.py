@@ -171,7 +171,7 @@ def cmd_train(args):
     model = build_model(config)
     optimizer = build_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay,
                                 args.momentum)
-    metrics = ("accuracy", "f1") if classification else ("mse", "mae", "r2")
+    loss, metrics = _task_defaults(splits.task)
     train = (standardizer.transform(splits.X_train), splits.y_train)
     val = (standardizer.transform(splits.X_val), splits.y_val) if len(splits.X_val) else None
     callbacks = [EarlyStopping("val_loss" if val else "train_loss", patience=args.patience)] \
@@ -187,7 +187,7 @@ def cmd_train(args):
           f"{len(splits.X_test)} test samples, {splits.task}", flush=True)
     try:  # fit reports a NaN/Inf itself, in one line; no NumPy overflow warnings on the way
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            history = fit(model, train, val, loss="cross_entropy" if classification else "mse",
+            history = fit(model, train, val, loss=loss,
                           optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
                           metrics=metrics, callbacks=callbacks, checkpoint_dir=args.out,
                           resume=args.resume, progress=not args.quiet)
@@ -249,11 +249,18 @@ def _plots(run, splits):
     return paths
 
 
+def _task_defaults(task):
+    """(loss name, metrics) the command line trains and evaluates a task with."""
+    if task == "classification":
+        return "cross_entropy", ("accuracy", "f1")
+    return "mse", ("mse", "mae", "r2")
+
+
 def cmd_evaluate(args):
     from chainrule.train import evaluate
     run = RunFolder(args.run)
     splits = run.splits(args.data)
-    metrics = ("accuracy", "f1") if run.task == "classification" else ("mse", "mae", "r2")
+    _, metrics = _task_defaults(run.task)
     X, y = (splits.X_test, splits.y_test) if len(splits.X_test) else (splits.X_train, splits.y_train)
     _check_features(run, X.shape[1], args.data or run.config["data"]["source"])
     result = evaluate(run.model, (run.standardizer.transform(X), y), metrics=metrics)
@@ -354,7 +361,7 @@ def cmd_graph(args):
     run = RunFolder(args.run)
     splits = run.splits()
     X = run.standardizer.transform(splits.X_train[:args.rows])
-    loss_fn = loss_function("cross_entropy" if run.task == "classification" else "mse", None)
+    loss_fn = loss_function(_task_defaults(run.task)[0], None)
     with viz.record() as tape:
         loss = loss_fn(run.model(Tensor(X)), Tensor(splits.y_train[:args.rows]))
     path = args.output or os.path.join(run.folder, "graph.dot")
