@@ -340,7 +340,7 @@ def _root_grads(outputs, grad_outputs, create_graph):
     if len(outputs) == 1 and grad_outputs is None and not create_graph:  # loss.backward()
         out = outputs[0]
         if isinstance(out, Tensor) and out.requires_grad and out.data.size == 1:
-            return [_ones(out.data.shape, out.data.dtype)]
+            return [constant_ones(out.data.shape, out.data.dtype)]
     grads = []
     for i, out in enumerate(outputs):
         if not isinstance(out, Tensor):
@@ -353,7 +353,7 @@ def _root_grads(outputs, grad_outputs, create_graph):
             if out.data.size != 1:
                 raise GraphError(f"backward: gradient can be implied only for scalar outputs, this "
                                  f"output has shape {out.shape}; pass gradient= of that shape")
-            g = _ones(out.data.shape, out.data.dtype)
+            g = constant_ones(out.data.shape, out.data.dtype)
         elif isinstance(g, Tensor):
             g = g if create_graph else g.data
         else:
@@ -367,9 +367,10 @@ def _root_grads(outputs, grad_outputs, create_graph):
     return grads
 
 
-def _ones(shape, dtype, cache={}):
-    """The implied gradient of a one-element output: a read-only array of ones, made once per
-    shape and dtype (backward formulas never write into their incoming gradient)."""
+def constant_ones(shape, dtype, cache={}):
+    """A read-only array of ones, made once per shape and dtype: the implied gradient of a
+    one-element output (backward formulas never write into their incoming gradient), and the
+    vector whose product with a matrix sums its rows or columns in one BLAS call."""
     ones = cache.get((shape, dtype))
     if ones is None:
         ones = cache[shape, dtype] = np.ones(shape, dtype)

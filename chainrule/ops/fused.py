@@ -4,7 +4,7 @@
 """
 import numpy as np
 
-from chainrule.autograd import Function
+from chainrule.autograd import Function, constant_ones
 from chainrule.errors import ArgumentError, shape_error
 
 
@@ -44,8 +44,8 @@ class Linear(Function):
             dtype = grad.dtype if grad.dtype == x.dtype else np.result_type(grad, x)  # order,
             gw = np.empty((grad.shape[1], x.shape[1]), dtype, order=ctx.weight_order)  # so the
             np.matmul(grad.T, x, out=gw)                   # update is one contiguous pass
-        if need_b:
-            gb = np.add.reduce(grad, axis=0)
+        if need_b:  # the row sum as ones @ grad: one BLAS call, about half NumPy's reduce
+            gb = constant_ones(grad.shape[:1], grad.dtype) @ grad
         return gx, gw, gb
 
     # replay kernels (chainrule.replay.Site): the lines above, for 2-D inputs of one dtype
@@ -78,7 +78,8 @@ class Linear(Function):
             results[1] = (gw, True)
         if len(need) > 2 and need[2]:
             results[2] = (k.temp("gb"), True)
-            lines.append(f"{k.temp('gb')} = np.add.reduce({g}, axis=0)")
+            ones = k.const(constant_ones(k.facts.shapes[0][:1], k.facts.dtypes[0]), "ones")
+            lines.append(f"{k.temp('gb')} = {ones} @ {g}")
         return lines, results
 
     @classmethod
@@ -101,7 +102,7 @@ class SoftmaxCrossEntropy(Function):
         check_class_targets("cross_entropy", logits.shape, target)  # here, so a replay checks too
         z = logits - np.maximum.reduce(logits, axis=1, keepdims=True)
         e = np.exp(z)
-        s = np.add.reduce(e, axis=1, keepdims=True)
+        s = e @ constant_ones(logits.shape[1:] + (1,), e.dtype)  # (N, 1) row sums, one BLAS call
         losses = np.log(s[:, 0]) - gather_classes("cross_entropy", z, target)
         if ctx.needs_input_grad:  # the softmax; the logits only for create_graph
             ctx.save_for_backward(np.divide(e, s, out=e), logits)
@@ -143,7 +144,7 @@ class SoftmaxCrossEntropy(Function):
         gather = k.const(gather_classes, "gather")
         lines = [f"{z} = {L} - np.maximum.reduce({L}, axis=1, keepdims=True)",
                  f"{e} = np.exp({z})",
-                 f"{s} = np.add.reduce({e}, axis=1, keepdims=True)",
+                 f"{s} = {e} @ {k.const(constant_ones(k.facts.shapes[0][1:] + (1,), k.facts.dtypes[0]), 'ones')}",
                  f"{k.out} = np.add.reduce(np.log({s}[:, 0]) - {gather}('cross_entropy', {z}, {T}),"
                  f" axis=None)"]
         if reduction == "mean":
