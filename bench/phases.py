@@ -35,6 +35,15 @@ def measure(workload="W2", steps=2000, reps=5, quick=False):
     compiled(x, y).backward()
     opt.zero_grad()
 
+    def train_step(a, b):
+        loss = cr.cross_entropy(model(a), b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    compiled_step = cr.compile(train_step)
+    compiled_step(x, y)
+
     def fetch():
         for _ in loader:
             pass
@@ -65,6 +74,8 @@ def measure(workload="W2", steps=2000, reps=5, quick=False):
         "compiled forward + loss": (lambda: compiled(x, y), steps, 1),
         "compiled forward + backward": (backward_of(lambda: compiled(x, y)), steps, 1),
         "compiled whole step": (step_of(lambda: compiled(x, y)), steps, 1),
+        "compiled step function (loss, zero_grad, backward, step)":
+            (lambda: compiled_step(x, y).item(), steps, 1),
         "optimizer step": (opt.step, steps, 1),
         "hand-written NumPy step (an epoch / its steps)": (numpy_epoch, 1, spec.steps),
     }

@@ -12,6 +12,7 @@ import functools
 import itertools
 import traceback
 import weakref
+from collections.abc import Iterator
 from heapq import heappop, heappush
 
 import numpy as np
@@ -27,6 +28,8 @@ class _State:
     anomaly = False
     tracers = ()          # callbacks(cls, ctx, args, output) seeing every op: compile, viz
     writes = ()           # callbacks(tensor) seeing in-place writes nothing records: compile
+    calls = ()            # callbacks(fn, args, kwargs) seeing backward and step calls: compile
+    sweeping = False      # True while a backward sweep runs (ops of hooks are not the forward's)
     watching = False      # anomaly or tracers: the one flag Function.apply checks
 
 
@@ -51,6 +54,26 @@ class trace_ops:
 
 
 _state = _State()
+
+
+def step_call(fn):
+    """Mark a function that a training step calls around its forward and backward (an optimizer's
+    step, zero_grad, gradient clipping): `cr.compile` records its calls when it traces a whole
+    step, and makes them again, with the same arguments, at each replay. Iterator arguments (such
+    as `model.parameters()`) are made lists first, so the replayed call sees the same items."""
+    @functools.wraps(fn)
+    def recorded(*args, **kwargs):
+        if not _state.calls:
+            return fn(*args, **kwargs)
+        args = tuple(list(a) if isinstance(a, Iterator) else a for a in args)
+        for record in _state.calls:
+            record(fn, args, kwargs)
+        calls, _state.calls = _state.calls, ()  # the calls it makes itself are its own business
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _state.calls = calls
+    return recorded
 
 
 # ---- grad mode ------------------------------------------------------------------------------
@@ -384,6 +407,9 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
     Without `inputs`, gradients accumulate into every reachable leaf's `.grad`. With `inputs`
     (the functional `grad`), their gradients are returned instead and `.grad` is left alone.
     """
+    if _state.calls:  # a compile trace of a whole training step: it replays this backward
+        for record in _state.calls:
+            record(backward, (outputs, grad_outputs, retain_graph, create_graph, inputs), {})
     if retain_graph is None:
         retain_graph = create_graph
     roots_g = _root_grads(outputs, grad_outputs, create_graph)
@@ -404,9 +430,9 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
         needed = _needed([o.grad_fn or o for o in outputs], capture)
     aliased = set(map(id, roots_g))  # arrays that must be copied before a leaf owns them
     anomaly = _state.anomaly
-    prev = _state.grad_enabled, _state.create_graph, _state.retain_graph
+    prev = _state.grad_enabled, _state.create_graph, _state.retain_graph, _state.sweeping
     _state.grad_enabled = _state.create_graph = create_graph
-    _state.retain_graph = retain_graph
+    _state.retain_graph, _state.sweeping = retain_graph, True
     try:
         while heap:  # latest node first: all of its consumers were created after it
             node = heappop(heap)[1]
@@ -449,22 +475,29 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
                     leaves.append(p)
                 else:
                     heappush(heap, (-p._seq, p))
-        plain = capture is None and not create_graph
-        for leaf in leaves:  # last, so that hooks see the whole gradient
-            g = grads.pop(leaf)
-            if leaf._hooks:
-                g = _run_hooks(leaf._hooks, g, create_graph)
-            if plain and leaf.grad is None and g.base is None and id(g) not in aliased:
-                leaf.grad = Tensor._make(g)  # the common case of _accumulate, inlined
-            elif capture is not None:
-                if leaf in capture:
-                    capture[leaf] = g
-            else:
-                _accumulate(leaf, g, id(g) in aliased, create_graph)
+        to_leaves(leaves, grads, aliased, capture, create_graph)
     finally:
-        _state.grad_enabled, _state.create_graph, _state.retain_graph = prev
+        _state.grad_enabled, _state.create_graph, _state.retain_graph, _state.sweeping = prev
     if capture is not None:
         return [capture[t.grad_fn or t] for t in inputs]
+
+
+def to_leaves(leaves, grads, aliased, capture=None, create_graph=False):
+    """The sweep's last step: each leaf's whole gradient (`grads[leaf]`) through the leaf's hooks,
+    then into its `.grad` (or into `capture`, for `cr.grad`). `aliased` holds the ids of arrays
+    that something else may hold: a leaf gets a copy of those."""
+    plain = capture is None and not create_graph
+    for leaf in leaves:
+        g = grads.pop(leaf)
+        if leaf._hooks:
+            g = _run_hooks(leaf._hooks, g, create_graph)
+        if plain and leaf.grad is None and g.base is None and id(g) not in aliased:
+            leaf.grad = Tensor._make(g)  # the common case of _accumulate, inlined
+        elif capture is not None:
+            if leaf in capture:
+                capture[leaf] = g
+        else:
+            _accumulate(leaf, g, id(g) in aliased, create_graph)
 
 
 def fit_to_input(node, grad, shape, dtype):

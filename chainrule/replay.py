@@ -51,6 +51,8 @@ class Program:
         self._where = {}         # id(ndarray) -> (_INPUT | _OP, index): where an array came from
         self._alive = []         # keeps traced arrays alive, so their ids stay unique
         self.unreplayable = None
+        self.calls = []          # (ops recorded before it, fn, args, kwargs): backward, step calls
+        self.before, self.after, self.root_grad = [], [], None
         arrays = [x.data for x in inputs if isinstance(x, Tensor)]
         for k, a in enumerate(arrays):
             if id(a) in self._where:
@@ -61,6 +63,8 @@ class Program:
         self.pool = []           # free ctx sets, one per replayed call in flight
 
     def record(self, cls, ctx, args, out):
+        if _state.sweeping and not _state.create_graph:
+            return  # an op of a hook inside backward(): the hook runs again at each replay
         sources = [self._source(a) for a in args]
         j = len(self.ops)
         arrays = [a.data if isinstance(a, Tensor) else a for a in args]
@@ -89,6 +93,57 @@ class Program:
         if id(t.data) in self._where:
             self.unreplayable = "an in-place write outside autograd to a value computed inside"
 
+    def call(self, fn, args, kwargs):
+        """A `backward()` or a step call (`autograd.step_call`: optimizer step, zero_grad, ...)
+        made during the trace, at its place among the ops."""
+        self.calls.append((len(self.ops), fn, args, kwargs))
+
+    def _plan_calls(self):
+        """Which calls a replay makes before the ops (`before`) and after them (`after`, in
+        order, None standing for the backward), and the backward's output op (`root`); or why
+        the calls cannot be replayed."""
+        n, self.before, self.after, backward_at = len(self.ops), [], [], None
+        for pos, fn, args, kwargs in self.calls:
+            if fn is autograd.backward:
+                why = self._unreplayable_backward(pos, *args)
+                if why:
+                    return why
+                backward_at = self._where[id(args[0][0].data)][1]
+                self.root_grad = autograd.constant_ones(args[0][0].data.shape,
+                                                        args[0][0].data.dtype)
+                self.after.append(None)
+                continue
+            values = list(args) + list(kwargs.values())
+            if any(callable(v) for v in values[1:]):  # not the first: a method's self
+                return f"{fn.__qualname__} was called with a function (a closure?)"
+            if any(self._where.get(id(v.data if isinstance(v, Tensor) else v)) for v in values):
+                return f"{fn.__qualname__} was called with a value computed in the function"
+            if pos == n:
+                self.after.append((fn, args, kwargs))
+            elif pos == 0 and not self.after:
+                self.before.append((fn, args, kwargs))
+            else:
+                return f"{fn.__qualname__} was called between the function's ops"
+        if backward_at is not None:
+            self.root = backward_at
+            if any(p.requires_grad and p.grad_fn is not None for p in self.params):
+                return "backward() reaches a Tensor computed outside the function"
+        return None
+
+    def _unreplayable_backward(self, pos, outputs, grad_outputs, retain_graph, create_graph,
+                               inputs):
+        if self.root_grad is not None:
+            return "backward() was called twice"
+        if pos != len(self.ops):
+            return "ops ran after backward()"
+        if (grad_outputs is not None or retain_graph or create_graph or inputs is not None
+                or len(outputs) != 1):
+            return "backward() was called with gradient=, retain_graph, create_graph or inputs"
+        where = self._where.get(id(outputs[0].data))
+        if where is None or where[0] != _OP:
+            return "backward() of a Tensor computed outside the function"
+        return None
+
     def _param_index(self, t):
         for i, p in enumerate(self.params):
             if p is t:
@@ -112,6 +167,9 @@ class Program:
                                      "op (cr.tensor(x)?) would stay at its first value")
         if any(ctx._hooks or ctx._retained for _, ctx, _, _ in self.ops):
             self.unreplayable = "a hook or retain_grad() on an intermediate result"
+        self.root, self.root_grad = self.outputs[0][1], None
+        if self.calls:
+            self.unreplayable = self._plan_calls() or self.unreplayable
         saved = {id(a) for _, ctx, _, _ in self.ops for a in ctx._saved or ()
                  if isinstance(a, np.ndarray)}
         self.watched_outputs = [n for n, o in enumerate(outputs) if id(o.data) in saved]
@@ -126,7 +184,7 @@ class Program:
         self.source, namespace = _generate(self)
         exec(builtins.compile(self.source, "<chainrule replay>", "exec"), namespace)
         self.forward, self.backward = namespace["forward"], namespace["backward"]
-        self.has_backward = bool(self.ops[self.outputs[0][1]][1]._record)
+        self.has_backward = bool(self.ops[self.root][1]._record)
         self.ops = [cls for cls, *_ in self.ops]  # the op classes; the trace's ctxs can go
 
     def params_unchanged(self):
@@ -147,6 +205,20 @@ class Program:
         """The Replay node's edges: one per parameter that requires grad."""
         return [(i, p.grad_fn or p, p.data.shape, p.data.dtype)
                 for i, p in enumerate(self.params) if p.requires_grad]
+
+    def step_backward(self, ctxs):
+        """The traced step's `loss.backward()`: the generated backward, then each parameter's
+        gradient through its hooks into its `.grad`, as the engine's last step does."""
+        grads = self.backward(ctxs, self.root_grad, True)
+        self.give_back(ctxs)
+        if not self.grads_distinct:
+            grads = _distinct(grads)
+        leaves, table = [], {}
+        for k in self.grad_params:
+            if grads[k] is not None:
+                leaves.append(self.params[k])
+                table[self.params[k]] = grads[k]
+        autograd.to_leaves(leaves, table, (id(self.root_grad),))
 
     def take_ctxs(self):
         """A ctx set for one call: a free one, or a new one made from the templates."""
@@ -253,7 +325,7 @@ def _generate(program):
         fwd += ["    " + line for line in lines]
     fwd.append(f"    return ({''.join(f'v{j}, ' for _, j in program.outputs)})")
 
-    out = program.outputs[0][1]
+    out = program.root
     runs = [j for j, (_, ctx, _, _) in enumerate(ops) if ctx._record and j <= out]
     bwd = ["def backward(ctxs, grad, release):", f"    {ctx_names} = ctxs"]
     bwd += [f"    g{j} = None" for j in runs if j != out]
@@ -416,10 +488,14 @@ class compile:
         if found is None or _state.watching or not found[0].params_unchanged():
             return self._trace(key, inputs)
         program, single = found
+        for fn, args, kwargs in program.before:
+            fn(*args, **kwargs)
         ctxs = program.take_ctxs()
         outs = program.forward(ctxs, *[x.data for x in inputs if isinstance(x, Tensor)])
         tensors = [Tensor._make(o) for o in outs]
-        if _state.grad_enabled and program.has_backward:
+        if program.root_grad is not None:  # a whole training step: its backward runs in `after`
+            pass
+        elif _state.grad_enabled and program.has_backward:
             node = _new(Replay)
             node.program = program
             node.ctxs = node._saved = ctxs
@@ -431,6 +507,12 @@ class compile:
             tensors[0].requires_grad, tensors[0].grad_fn = True, node
         else:
             program.give_back(ctxs)
+        for call in program.after:
+            if call is None:
+                program.step_backward(ctxs)
+            else:
+                fn, args, kwargs = call
+                fn(*args, **kwargs)
         return tensors[0] if single else tuple(tensors)
 
     def _trace(self, key, inputs):
@@ -439,13 +521,13 @@ class compile:
                 isinstance(x, Tensor) and x.requires_grad for x in inputs):
             return self.fn(*inputs)  # eager only: tracers must see every op; replay supports
         program = Program(inputs)    # parameters, not inputs, needing grad
-        prev = _state.writes
-        _state.writes = prev + (program.wrote,)
+        prev = _state.writes, _state.calls
+        _state.writes, _state.calls = prev[0] + (program.wrote,), prev[1] + (program.call,)
         try:
             with autograd.trace_ops(program.record):
                 result = self.fn(*inputs)
         finally:
-            _state.writes = prev
+            _state.writes, _state.calls = prev
         single = isinstance(result, Tensor)
         program.finish(inputs, [result] if single else list(result))
         if program.unreplayable:

@@ -339,3 +339,122 @@ def test_why_a_trace_cannot_be_replayed_is_said(name, reason):
     fn, first, _ = TRACE_CASES[name]
     with pytest.warns(UserWarning, match=f"compile: {reason}.*runs eagerly from now on"):
         cr.compile(fn)(*first)
+
+
+# ---- a whole training step compiled: forward, zero_grad, backward, clipping, step ---------------
+def step_run(compiled, optimizer=cr.optim.Adam, steps=30, clip=None, hook=None, zero_first=True):
+    """Train with a step function holding the whole step; returns losses, weights and grads."""
+    model, x, y = make()
+    opt = optimizer(model.parameters(), lr=0.01)
+    sched = cr.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
+    if hook is not None:
+        model.layers[0].weight.register_hook(hook)
+
+    def step(a, b):
+        if zero_first:
+            opt.zero_grad()
+        loss = cr.cross_entropy(model(a), b)
+        loss.backward()
+        if clip is not None:
+            cr.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        sched.step()
+        return loss
+
+    fn = cr.compile(step) if compiled else step
+    losses, grads = [], []
+    for s in range(steps):
+        i = (s * 7) % (len(x) - 16)
+        b = 16 if s % 5 else 8  # a second input signature now and then
+        losses.append(fn(x[i:i + b], y[i:i + b]).item())
+        grads.append([p.grad.data.copy() for p in model.parameters()])
+    return losses, [p.data.copy() for p in model.parameters()], grads, fn, opt
+
+
+@pytest.mark.parametrize("optimizer, clip", [(cr.optim.SGD, None), (cr.optim.Adam, None),
+                                             (cr.optim.Adam, 0.05)])
+def test_compiled_training_step_equals_eager_bit_for_bit(optimizer, clip):
+    eager = step_run(False, optimizer, clip=clip)
+    replayed = step_run(True, optimizer, clip=clip)
+    assert eager[0] == replayed[0]
+    for a, b in zip(eager[1], replayed[1]):
+        np.testing.assert_array_equal(a, b)
+    for ga, gb in zip(eager[2], replayed[2]):  # every step's .grad, clipping included
+        for a, b in zip(ga, gb):
+            np.testing.assert_array_equal(a, b)
+    assert eager[4].param_groups[0]["lr"] == replayed[4].param_groups[0]["lr"] < 0.01
+    fn = replayed[3]
+    assert fn.eager_only is None and len(fn.programs) == 2  # replayed, two signatures
+    program = next(iter(fn.programs.values()))[0]
+    assert [c and c[0].__qualname__ for c in program.after] == (
+        [None, "clip_grad_norm_", "Optimizer.step", "LRScheduler.step"] if clip else
+        [None, "Optimizer.step", "LRScheduler.step"])
+    assert [c[0].__qualname__ for c in program.before] == ["Optimizer.zero_grad"]
+
+
+def test_compiled_step_without_zero_grad_accumulates_and_runs_parameter_hooks():
+    seen = []
+    hook = lambda g: seen.append(g.data.copy()) or g * 2  # noqa: E731
+    eager = step_run(False, cr.optim.SGD, steps=6, hook=hook, zero_first=False)
+    n = len(seen)
+    replayed = step_run(True, cr.optim.SGD, steps=6, hook=hook, zero_first=False)
+    assert len(seen) == 2 * n == 12  # the hook ran at every replayed step too
+    for ga, gb in zip(eager[2], replayed[2]):
+        for a, b in zip(ga, gb):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(eager[2][0][0], eager[2][1][0])  # .grad accumulated over steps
+
+
+def test_compiled_step_returns_a_detached_loss_and_keeps_nothing():
+    model, x, y = make()
+    opt = cr.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(a, b):
+        loss = cr.cross_entropy(model(a), b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    fn = cr.compile(step)
+    fn(x[:16], y[:16])
+    loss = fn(x[16:32], y[16:32])
+    assert loss.grad_fn is None and not loss.requires_grad
+    program = next(iter(fn.programs.values()))[0]
+    assert len(program.pool) == 1 and all(ctx._saved == () for ctx in program.pool[0])
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("backward_twice", "backward\\(\\) was called twice"),
+    ("retain_graph", "backward\\(\\) was called with gradient=, retain_graph"),
+    ("op_after_backward", "ops ran after backward\\(\\)"),
+    ("call_between_ops", "Optimizer.zero_grad was called between the function's ops"),
+    ("closure", "Optimizer.step was called with a function"),
+])
+def test_steps_a_replay_cannot_repeat_stay_eager_and_say_why(body, reason):
+    model, x, y = make()
+    opt = cr.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(a, b):
+        loss = cr.cross_entropy(model(a), b)
+        if body == "call_between_ops":
+            opt.zero_grad()
+            loss = loss * 1.0
+        if body == "closure":
+            loss.backward()
+            opt.step(lambda: 0.0)
+            return loss
+        if body == "backward_twice":  # two losses, two graphs: fine eagerly, not one program
+            other = cr.cross_entropy(model(a), b)
+            other.backward()
+        loss.backward(retain_graph=body == "retain_graph")
+        opt.step()
+        if body == "op_after_backward":
+            return loss * 2.0
+        return loss
+    fn = cr.compile(step)
+    with pytest.warns(UserWarning, match=f"compile: {reason}.*runs eagerly from now on"):
+        fn(x[:16], y[:16])
+    before = [p.data.copy() for p in model.parameters()]
+    fn(x[:16], y[:16])  # eager: the step really runs again
+    assert fn.eager_only and not all(np.array_equal(a, p.data)
+                                     for a, p in zip(before, model.parameters()))

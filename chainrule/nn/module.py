@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 
 from chainrule import dtypes
-from chainrule.autograd import RemovableHandle, enable_grad, no_grad
+from chainrule.autograd import RemovableHandle, enable_grad, no_grad, step_call
 from chainrule.errors import ArgumentError, ShapeError, fmt_shape
 from chainrule.memory import trace_saved
 from chainrule.nn.parameter import Buffer, Parameter
@@ -157,6 +157,7 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
+    @step_call
     def zero_grad(self, set_to_none=True):
         zero_grads(self.parameters(), set_to_none)
 

@@ -1,6 +1,7 @@
 """Gradient utilities: clipping in place on `.grad` like `torch.nn.utils`, and zeroing."""
 import numpy as np
 
+from chainrule.autograd import step_call
 from chainrule.errors import AnomalyError
 from chainrule.tensor import Tensor
 
@@ -53,6 +54,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False):
     return Tensor._make(np.asarray(total, dtype=np.result_type(*norms)))
 
 
+@step_call
 def clip_grads_with_norm_(parameters, max_norm, total_norm):
     """Scale every `.grad` by min(max_norm / (total_norm + 1e-6), 1)."""
     coef = min(float(max_norm) / (float(total_norm) + 1e-6), 1.0)
@@ -60,6 +62,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm):
         _set(g, g.data * coef)
 
 
+@step_call
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Rescale the gradients of `parameters` so that their joint `norm_type`-norm is at most
     `max_norm`; return that norm (before clipping) as a 0-d Tensor."""
@@ -69,6 +72,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     return total
 
 
+@step_call
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient of `parameters` to [-clip_value, clip_value] in place."""
     clip_value = float(clip_value)

@@ -4,6 +4,7 @@ current lr, so two can be stacked)."""
 import copy
 import math
 
+from chainrule.autograd import step_call
 from chainrule.errors import ArgumentError
 from chainrule.optim.optimizer import Optimizer
 
@@ -50,6 +51,7 @@ class LRScheduler:
     def get_lr(self):
         raise NotImplementedError
 
+    @step_call
     def step(self):
         self.last_epoch += 1
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from chainrule.autograd import enable_grad
+from chainrule.autograd import enable_grad, step_call
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.nn.utils import zero_grads
 from chainrule.tensor import Tensor
@@ -52,10 +52,12 @@ class Optimizer:
             raise ArgumentError("some parameters appear more than once in the parameter groups")
         self.param_groups.append({**self.defaults, **param_group, "params": params})
 
+    @step_call
     def zero_grad(self, set_to_none=True):
         """Forget gradients: `p.grad = None`, or zero `p.grad` in place (cut from any graph)."""
         zero_grads([p for group in self.param_groups for p in group["params"]], set_to_none)
 
+    @step_call
     def step(self, closure=None):
         """Update every parameter that has a `.grad`. `closure` re-evaluates and returns the loss
         (it runs with grad enabled); its value is returned."""
