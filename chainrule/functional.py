@@ -7,7 +7,7 @@ import numpy as np
 from chainrule import ops
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.ops import normalize_dim, reduce_args
-from chainrule.ops.fused import Linear, SoftmaxCrossEntropy, one_hot_array
+from chainrule.ops.fused import Linear, LinearReLU, SoftmaxCrossEntropy, one_hot_array
 from chainrule.tensor import Tensor
 
 
@@ -182,6 +182,11 @@ def cross_entropy(logits, targets, reduction="mean"):
 def linear(x, weight, bias=None):
     """x @ weight.T + bias: x (..., in), weight (out, in), bias (out,) -> (..., out). One node."""
     return Linear.apply(x, weight, bias)
+
+
+def linear_relu(x, weight, bias=None):
+    """relu(x @ weight.T + bias), shapes as `linear`: one node (ops.fused.LinearReLU)."""
+    return LinearReLU.apply(x, weight, bias)
 
 
 softmax, log_softmax, logsumexp = ops.softmax, ops.log_softmax, ops.logsumexp

@@ -450,6 +450,11 @@ class Replay(Function):
         return tuple(grads if len(set(map(id, present))) == len(present) else _distinct(grads))
 
 
+def _tensors(args):
+    """The arguments with each ndarray wrapped in a Tensor, as the traced function sees them."""
+    return [Tensor._make(x) if isinstance(x, np.ndarray) else x for x in args]
+
+
 def _distinct(grads):
     """Copies where one array would become two parameters' gradients."""
     seen, out = set(), []
@@ -477,22 +482,28 @@ class compile:
         self.eager_only = None
 
     def __call__(self, *args):
-        inputs = [x if isinstance(x, Tensor) else Tensor._make(x) if isinstance(x, np.ndarray)
-                  else x for x in args]
-        key = (_state.grad_enabled, *[(x.data.shape, x.data.dtype, x.requires_grad)
-                                       if isinstance(x, Tensor) else (type(x), x) for x in inputs])
+        arrays, key = [], [_state.grad_enabled]  # the signature: each array's shape, dtype and
+        for x in args:                            # requires_grad, any other argument's value
+            if isinstance(x, Tensor):
+                arrays.append(x.data)
+                key.append((x.data.shape, x.data.dtype, x.requires_grad))
+            elif isinstance(x, np.ndarray):
+                arrays.append(x)
+                key.append((x.shape, x.dtype, False))
+            else:
+                key.append((type(x), x))
+        key = tuple(key)
         try:
             found = self.programs.get(key)  # never found when an input requires grad (_trace)
         except TypeError:                   # an unhashable argument: no signature, no replay
-            return self.fn(*inputs)
+            return self.fn(*_tensors(args))
         if found is None or _state.watching or not found[0].params_unchanged():
-            return self._trace(key, inputs)
+            return self._trace(key, _tensors(args))
         program, single = found
-        for fn, args, kwargs in program.before:
-            fn(*args, **kwargs)
+        for fn, call_args, kwargs in program.before:
+            fn(*call_args, **kwargs)
         ctxs = program.take_ctxs()
-        outs = program.forward(ctxs, *[x.data for x in inputs if isinstance(x, Tensor)])
-        tensors = [Tensor._make(o) for o in outs]
+        tensors = [Tensor._make(o) for o in program.forward(ctxs, *arrays)]
         if program.root_grad is not None:  # a whole training step: its backward runs in `after`
             pass
         elif _state.grad_enabled and program.has_backward:
@@ -511,8 +522,8 @@ class compile:
             if call is None:
                 program.step_backward(ctxs)
             else:
-                fn, args, kwargs = call
-                fn(*args, **kwargs)
+                fn, call_args, kwargs = call
+                fn(*call_args, **kwargs)
         return tensors[0] if single else tuple(tensors)
 
     def _trace(self, key, inputs):

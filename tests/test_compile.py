@@ -458,3 +458,23 @@ def test_steps_a_replay_cannot_repeat_stay_eager_and_say_why(body, reason):
     fn(x[:16], y[:16])  # eager: the step really runs again
     assert fn.eager_only and not all(np.array_equal(a, p.data)
                                      for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_weight_gradient_keeps_the_weights_memory_order_eager_and_replayed(order):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 5)), rng.integers(0, 3, 8)
+    w = cr.from_numpy(np.asarray(rng.standard_normal((3, 5)), order=order)).requires_grad_()
+    b = cr.tensor(rng.standard_normal(3), requires_grad=True)
+    fn = lambda a, t: cr.cross_entropy(cr.nn.functional.linear(a, w, b), t)  # noqa: E731
+    grads = []
+    for f in (fn, cr.compile(fn), "replay"):
+        f = grads[-1][1] if f == "replay" else f
+        w.grad = b.grad = None
+        f(x, y).backward()
+        grads.append((w.grad.numpy(), f))
+        assert w.grad.numpy().flags[f"{order}_CONTIGUOUS"] and w.grad.numpy().base is None
+    np.testing.assert_array_equal(grads[0][0], grads[2][0])
+    expected = (np.exp(x @ w.numpy().T + b.numpy()) / np.exp(x @ w.numpy().T + b.numpy()).sum(
+        1, keepdims=True) - np.eye(3)[y]).T @ x / 8
+    np.testing.assert_allclose(grads[0][0], expected, rtol=1e-10)

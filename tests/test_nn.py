@@ -656,3 +656,89 @@ def test_linear_backward_with_frozen_parameters_and_batched_inputs(frozen):
             assert p.grad is None
         else:
             np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-12)
+
+
+# ---- fusing(): nn.Sequential's Linear, ReLU pairs as one op ----------------------------------
+def _ops_of(loss):
+    names, stack, seen = [], [loss.grad_fn], set()
+    while stack:
+        n = stack.pop()
+        if n is None or n in seen or isinstance(n, cr.Tensor):
+            continue
+        seen.add(n)
+        names.append(type(n).__name__)
+        stack += [e[1] for e in n.edges]
+    return sorted(names)
+
+
+def _step(model, x, y):
+    loss = cr.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.data.copy(), [p.grad.data.copy() for p in model.parameters()]
+
+
+def test_fusing_runs_linear_relu_pairs_as_one_op_with_the_same_bits():
+    cr.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Tanh(),
+                          nn.Linear(8, 4), nn.ReLU())
+    x, y = cr.randn(16, 3), np.arange(16) % 4
+    plain = _step(model, x, y)
+    assert _ops_of(cr.cross_entropy(model(x), y)).count("ReLU") == 3
+    model.zero_grad()
+    with nn.fusing():
+        fused = _step(model, x, y)
+        ops = _ops_of(cr.cross_entropy(model(x), y))
+    assert ops.count("LinearReLU") == 3 and "ReLU" not in ops and "Linear" not in ops
+    np.testing.assert_array_equal(plain[0], fused[0])
+    for a, b in zip(plain[1], fused[1]):
+        np.testing.assert_array_equal(a, b)
+    assert not nn.Sequential.fuse  # restored on exit
+
+
+def test_fusing_leaves_hooked_or_watched_modules_and_works_as_a_decorator():
+    cr.manual_seed(0)
+    model = nn.MLP([3, 8, 8, 4])
+    x, y = cr.randn(16, 3), np.arange(16) % 4
+    seen = []
+    handle = model.layers[1].register_forward_hook(lambda m, a, out: seen.append(out.shape))
+
+    @nn.fusing()
+    def ops():
+        return _ops_of(cr.cross_entropy(model(x), y))
+    assert ops() == ["Linear", "Linear", "LinearReLU", "ReLU", "SoftmaxCrossEntropy"]
+    assert seen == [(16, 8)]  # the hooked ReLU ran as itself
+    handle.remove()
+    assert ops().count("LinearReLU") == 2
+    with nn.fusing(), cr.viz.record():  # graph pictures of a recorded run show every module's op
+        assert _ops_of(cr.cross_entropy(model(x), y)).count("ReLU") == 2
+    with nn.fusing(), cr.detect_anomaly():
+        assert _ops_of(cr.cross_entropy(model(x), y)).count("ReLU") == 2
+
+
+def test_fit_trains_fused_and_gets_the_unfused_result():
+    def train(fused):
+        cr.manual_seed(1)
+        model = nn.MLP([2, 16, 16, 3])
+        X = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+        y = np.arange(64) % 3
+        opt = cr.optim.SGD(model.parameters(), lr=0.1)
+        if fused:
+            class Probe(cr.train.Callback):
+                def on_after_backward(self, run):
+                    flags.append(nn.Sequential.fuse)
+            return cr.fit(model, (X, y), loss="cross_entropy", optimizer=opt, epochs=2,
+                          batch_size=16, progress=False, generator=cr.Generator(0),
+                          callbacks=[Probe()]), model
+        loader = cr.data.DataLoader(cr.data.TensorDataset(X, y), 16, shuffle=True,
+                                    generator=cr.Generator(0))
+        for _ in range(2):
+            for xb, yb in loader:
+                opt.zero_grad()
+                cr.cross_entropy(model(xb), yb).backward()
+                opt.step()
+        return None, model
+    flags = []
+    (_, a), (_, b) = train(False), train(True)
+    assert flags == [True] * 8 and not nn.Sequential.fuse  # fused inside fit only
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)

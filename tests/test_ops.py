@@ -137,6 +137,10 @@ row("rmatmul_ndarray", [N(4, 2)], lambda b: np.ones((3, 4)) @ b,
     lambda b: T(np.ones((3, 4))) @ b)
 row("linear", [N(5, 3), N(4, 3), N(4)], cr.linear, lambda x, w, b: F.linear(x, w, b))
 row("linear_nobias", [N(2, 5, 3), N(4, 3)], cr.linear, lambda x, w: F.linear(x, w))
+row("linear_relu", [N(5, 3), N(4, 3), N(4)], cr.nn.functional.linear_relu,
+    lambda x, w, b: torch.relu(F.linear(x, w, b)))
+row("linear_relu_nobias", [N(2, 5, 3), N(4, 3)], cr.nn.functional.linear_relu,
+    lambda x, w: torch.relu(F.linear(x, w)))
 
 # element-wise functions, as methods on three shapes and as functions
 UNARY = [("exp", N), ("log", P), ("log1p", G), ("expm1", N), ("sqrt", P), ("sin", N), ("cos", N),
@@ -572,6 +576,7 @@ SHAPE_ERRORS = [
     ("gather", lambda: _t(3, 4).gather(1, np.zeros((3,), np.int64)), [(3, 4), (3,)]),
     ("cross_entropy", lambda: cr.cross_entropy(_t(4, 3), np.zeros(5, np.int64)), [(4, 3), (5,)]),
     ("linear", lambda: cr.linear(_t(2, 3), _t(4, 5)), [(2, 3), (4, 5)]),
+    ("linear", lambda: cr.nn.functional.linear_relu(_t(2, 3), _t(4, 5)), [(2, 3), (4, 5)]),
     ("less", lambda: _t(3) < _t(4), [(3,), (4,)]),
     ("backward", lambda: (_t(2, 3).requires_grad_() * 2).backward(np.ones((3, 2), np.float32)),
      [(3, 2), (2, 3)]),

@@ -5,7 +5,7 @@
     model = nn.MLP([64, 128, 64, 10])
 """
 from chainrule.nn.parameter import Buffer, Parameter
-from chainrule.nn.module import Module, ModuleDict, ModuleList, Sequential
+from chainrule.nn.module import Module, ModuleDict, ModuleList, Sequential, fusing
 from chainrule.nn import functional, init
 from chainrule.nn.activation import (ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU,
                                      Softmax, Softplus, Tanh)

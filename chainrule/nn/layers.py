@@ -61,6 +61,9 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
+
+Sequential.fusions[Linear, ReLU] = lambda linear, relu, x: F.linear_relu(x, linear.weight, linear.bias)
+
 class Flatten(Module):
     """Merge dims start_dim..end_dim into one: (N, C, L) -> (N, C*L) by default."""
 

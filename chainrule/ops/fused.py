@@ -15,38 +15,14 @@ class Linear(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):
-        if ctx.needs_input_grad:  # keep only what the wanted gradients need
-            need_x, need_w = ctx.needs_input_grad[:2]
-            ctx.save_for_backward(x if need_w else None, weight if need_x else None)
-            ctx.weight_order = "F" if weight.flags.f_contiguous else "C"
-        out = x @ weight.T
-        if bias is not None:
-            if bias.shape != out.shape[-1:] and bias.ndim:
-                raise ValueError("bias shape")  # shape_error below names the shapes
-            out += bias
+        out = affine(x, weight, bias)
+        save_affine_inputs(ctx, x, weight)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        need_w, need_b = need[1], len(need) > 2 and need[2]
-        gx = grad @ weight if need[0] else None
-        if not (need_w or need_b):
-            return gx, None, None
-        if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out); x is kept only for need_w
-            grad = grad.reshape(-1, grad.shape[-1])
-            x = x.reshape(-1, x.shape[-1]) if need_w else x
-        if not isinstance(grad, np.ndarray):  # create_graph: the same formulas on Tensors
-            return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
-        gw = gb = None
-        if need_w:  # a fresh array (not a view: it can become .grad) in the weight's memory
-            dtype = grad.dtype if grad.dtype == x.dtype else np.result_type(grad, x)  # order,
-            gw = np.empty((grad.shape[1], x.shape[1]), dtype, order=ctx.weight_order)  # so the
-            np.matmul(grad.T, x, out=gw)                   # update is one contiguous pass
-        if need_b:  # the row sum as ones @ grad: one BLAS call, about half NumPy's reduce
-            gb = constant_ones(grad.shape[:1], grad.dtype) @ grad
-        return gx, gw, gb
+        return affine_grads(ctx, grad, x, weight)
 
     # replay kernels (chainrule.replay.Site): the lines above, for 2-D inputs of one dtype
     @staticmethod
@@ -71,10 +47,13 @@ class Linear(Function):
             results[0] = (k.temp("gx"), True)
             lines.append(f"{k.temp('gx')} = {g} @ {w}")
         if need[1]:
-            gw, dtype = k.temp("gw"), k.const(k.facts.dtypes[1], "dtype")
-            order = getattr(k.ctx, "weight_order", "C")
-            lines += [f"{gw} = np.empty({k.facts.shapes[1]!r}, {dtype}, order={order!r})",
-                      f"np.matmul({g}.T, {x}, out={gw})"]
+            gw = k.temp("gw")
+            if getattr(k.ctx, "weight_order", "C") == "C":
+                lines.append(f"{gw} = {g}.T @ {x}")
+            else:
+                dtype = k.const(k.facts.dtypes[1], "dtype")
+                lines += [f"{gw} = np.empty({k.facts.shapes[1]!r}, {dtype}, order='F')",
+                          f"np.matmul({g}.T, {x}, out={gw})"]
             results[1] = (gw, True)
         if len(need) > 2 and need[2]:
             results[2] = (k.temp("gb"), True)
@@ -84,12 +63,82 @@ class Linear(Function):
 
     @classmethod
     def shape_error(cls, arrays, err):
-        x, w = arrays[0], arrays[1]
-        if np.ndim(w) != 2 or np.shape(x)[-1:] != np.shape(w)[1:]:
-            return shape_error("linear", np.shape(x), np.shape(w),
-                               detail=f"input features {np.shape(x)[-1:]} do not match weight (out, in)")
-        return shape_error("linear", np.shape(w), np.shape(arrays[2]),
-                           detail="bias must have shape (out,)")
+        return affine_shape_error(arrays)
+
+
+class LinearReLU(Function):
+    """relu(x @ weight.T + bias), shapes as Linear: one node instead of Linear then ReLU, the
+    ReLU in place on the fresh product. nn.Sequential runs an adjacent Linear, ReLU pair as
+    this op (the same arithmetic, so the same bits) unless something watches each op."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        y = affine(x, weight, bias)
+        np.maximum(y, 0, out=y)
+        save_affine_inputs(ctx, x, weight, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, y = ctx.saved_tensors
+        return affine_grads(ctx, grad * (y > 0), x, weight)
+
+    @classmethod
+    def shape_error(cls, arrays, err):
+        return affine_shape_error(arrays)
+
+
+def affine(x, weight, bias):
+    """x @ weight.T + bias (bias (out,), 0-d or None), in one fresh array."""
+    out = x @ weight.T
+    if bias is not None:
+        if bias.shape != out.shape[-1:] and bias.ndim:
+            raise ValueError("bias shape")  # affine_shape_error names the shapes
+        out += bias
+    return out
+
+
+def save_affine_inputs(ctx, x, weight, *more):
+    """Keep what the wanted gradients of x @ weight.T + bias need (and `more`), and the weight's
+    memory order for its gradient."""
+    if ctx.needs_input_grad:
+        need_x, need_w = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if need_w else None, weight if need_x else None, *more)
+        ctx.weight_order = "F" if weight.flags.f_contiguous and not weight.flags.c_contiguous else "C"
+
+
+def affine_grads(ctx, grad, x, weight):
+    """The gradients of x @ weight.T + bias for output gradient `grad` (None where not needed)."""
+    need = ctx.needs_input_grad
+    need_w, need_b = need[1], len(need) > 2 and need[2]
+    gx = grad @ weight if need[0] else None
+    if not (need_w or need_b):
+        return gx, None, None
+    if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out); x is kept only for need_w
+        grad = grad.reshape(-1, grad.shape[-1])
+        x = x.reshape(-1, x.shape[-1]) if need_w else x
+    if not isinstance(grad, np.ndarray):  # create_graph: the same formulas on Tensors
+        return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
+    gw = gb = None
+    if need_w:  # a fresh array (not a view: it can become .grad) in the weight's memory
+        if ctx.weight_order == "C":  # order, so the update is one contiguous pass
+            gw = grad.T @ x
+        else:
+            gw = np.empty((grad.shape[1], x.shape[1]), np.result_type(grad, x), order="F")
+            np.matmul(grad.T, x, out=gw)
+    if need_b:  # the row sum as ones @ grad: one BLAS call, about half NumPy's reduce
+        gb = constant_ones(grad.shape[:1], grad.dtype) @ grad
+    return gx, gw, gb
+
+
+def affine_shape_error(arrays):
+    """The error for a linear layer's arguments (x, weight, bias) that do not fit together."""
+    x, w = arrays[0], arrays[1]
+    if np.ndim(w) != 2 or np.shape(x)[-1:] != np.shape(w)[1:]:
+        return shape_error("linear", np.shape(x), np.shape(w),
+                           detail=f"input features {np.shape(x)[-1:]} do not match weight (out, in)")
+    return shape_error("linear", np.shape(w), np.shape(arrays[2]),
+                       detail="bias must have shape (out,)")
 
 
 class SoftmaxCrossEntropy(Function):
