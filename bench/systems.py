@@ -211,9 +211,9 @@ class ChainruleLoop(System):
     name = "chainrule loop"
     workloads = ("W1", "W2")
     needs = ("chainrule",)
-    note = ("diagnostic: the same training without fit's bookkeeping: DataLoader(shuffle, "
-            "cr.Generator(seed)), model(x), cr.cross_entropy, zero_grad, backward, step, "
-            "loss.item()")
+    note = ("diagnostic: the same training without fit's bookkeeping, inside cr.nn.fusing() as "
+            "fit is: DataLoader(shuffle, cr.Generator(seed)), model(x), cr.cross_entropy, "
+            "zero_grad, backward, step, loss.item()")
 
     def prepare_train(self, spec, compiled=False):
         import chainrule as cr
@@ -230,6 +230,7 @@ class ChainruleLoop(System):
 
         step = cr.compile(train_step) if compiled else train_step  # traced at its first call
 
+        @cr.nn.fusing()
         def run():
             loader = cr.data.DataLoader(data, spec.batch, shuffle=True,
                                         generator=cr.Generator(spec.seed))

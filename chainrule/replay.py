@@ -18,6 +18,13 @@ arrays in the same order. A new signature is traced anew (eager again), and so i
 under `cr.detect_anomaly()` or an op tracer, which must see every op. A function whose trace
 cannot stand for later calls (see `Program.unreplayable`) runs eagerly, with one warning.
 
+The function may also be a whole training step. A `backward()` it calls on one of its results
+(after its last op, with the implied gradient) is recorded, and so are the calls made around
+it to functions marked `autograd.step_call` (an optimizer's `zero_grad` and `step`, gradient
+clipping, a scheduler's `step`): a replay makes those calls again, with the same arguments, in
+the same order, and runs the generated backward in place of the engine's, handing each
+parameter its gradient as the engine does (hooks, accumulation). It returns the loss detached.
+
 Each replayed call gets its own set of ctx objects (from a pool; a set returns to it when the
 call's backward has run or its output is gone), so two calls may be alive before one backward,
 as when gradients are accumulated over several batches.
