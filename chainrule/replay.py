@@ -30,9 +30,11 @@ call's backward has run or its output is gone), so two calls may be alive before
 as when gradients are accumulated over several batches.
 
 What is recorded is ops, not Python: the function must compute its result from its inputs and
-parameters with chainrule ops only. Python-side effects (printing, a BatchNorm's running-average
-update, random numbers drawn outside an op, branches on data values) happen at trace time only,
-and the parameters are the Tensor objects the trace saw: compile again after replacing a layer.
+parameters with chainrule ops only. Python-side effects (printing, random numbers drawn outside
+an op, branches on data values, arrays changed through `.data`) happen at trace time only, and
+the parameters are the Tensor objects the trace saw: compile again after replacing a layer.
+In-place writes to Tensors that no op records (a BatchNorm's running statistics in training, a
+hand-written parameter update) make the function run eagerly, with a warning.
 Higher-order gradients (`create_graph=True`) through a replay are not supported.
 """
 import builtins
@@ -99,6 +101,10 @@ class Program:
         """An in-place write no op records (under no_grad, or to a Tensor needing no grad)."""
         if id(t.data) in self._where:
             self.unreplayable = "an in-place write outside autograd to a value computed inside"
+        elif _state.calls:  # not inside a recorded call (that one runs again at each replay)
+            self.unreplayable = ("an in-place write outside autograd that a replay would not "
+                                 "repeat (a BatchNorm's running statistics in training? a "
+                                 "parameter update without an optimizer?)")
 
     def call(self, fn, args, kwargs):
         """A `backward()` or a step call (`autograd.step_call`: optimizer step, zero_grad, ...)
@@ -176,7 +182,8 @@ class Program:
             self.unreplayable = "a hook or retain_grad() on an intermediate result"
         self.root, self.root_grad = self.outputs[0][1], None
         if self.calls:
-            self.unreplayable = self._plan_calls() or self.unreplayable
+            why = self._plan_calls()
+            self.unreplayable = self.unreplayable or why
         saved = {id(a) for _, ctx, _, _ in self.ops for a in ctx._saved or ()
                  if isinstance(a, np.ndarray)}
         self.watched_outputs = [n for n, o in enumerate(outputs) if id(o.data) in saved]

@@ -148,7 +148,7 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
         for epoch in range(start + 1, epochs + 1):
             run.epoch = epoch
             model.train()
-            began, seen, loss_sum, outputs, targets = time.perf_counter(), 0, 0.0, [], []
+            began, seen, loss_sum, outputs, targets = time.perf_counter(), 0, 0.0, _Rows(), _Rows()
             bar = _progress_bar(progress, len(train_loader), f"epoch {epoch}/{epochs}")
             step = 0
             for x, y in train_loader:  # not enumerate: its reused result tuple keeps the batch
@@ -169,8 +169,8 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
                 n = len(y.data)
                 seen += n
                 loss_sum += value * n
-                outputs.append(out.data)
-                targets.append(y.data)
+                outputs.add(out.data)
+                targets.add(y.data)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
@@ -178,7 +178,7 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
             seconds = time.perf_counter() - began
             row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1)}
             row.update({f"train_{k}": v for k, v in
-                        M.compute(metrics, np.concatenate(outputs), np.concatenate(targets)).items()})
+                        M.compute(metrics, outputs.all(), targets.all()).items()})
             if val_loader is not None:
                 row.update({f"val_{k}": v for k, v in
                             evaluate(model, val_loader, loss_fn, metrics).items()})
@@ -218,16 +218,16 @@ def evaluate(model, data, loss=None, metrics=("accuracy",), batch_size=256):
     """{"loss": ..., metric: ...} of `model` on `data` in eval mode under no_grad."""
     loader = as_loader(data, batch_size, shuffle=False)
     loss_fn = loss_function(loss, loader.dataset)
-    total, seen, outputs, targets = 0.0, 0, [], []
+    total, seen, outputs, targets = 0.0, 0, _Rows(), _Rows()
     with _inference(model):
         for x, y in loader:
             out = model(x)
             total += loss_fn(out, y).item() * len(y)
             seen += len(y)
-            outputs.append(out.data)
-            targets.append(y.data)
+            outputs.add(out.data)
+            targets.add(y.data)
     result = {"loss": total / max(seen, 1)}
-    result.update(M.compute(tuple(metrics or ()), np.concatenate(outputs), np.concatenate(targets)))
+    result.update(M.compute(tuple(metrics or ()), outputs.all(), targets.all()))
     return result
 
 
@@ -263,6 +263,28 @@ def _inference(model):
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+class _Rows:
+    """The rows of every batch of a stream (an epoch's model outputs, or its targets), copied
+    into one array that doubles when full: no batch array stays alive, nothing to concatenate."""
+
+    def __init__(self):
+        self.array, self.n = None, 0
+
+    def add(self, batch):
+        n, k = self.n, len(batch)
+        if self.array is None or n + k > len(self.array):
+            grown = np.empty((2 * (n + k),) + batch.shape[1:], batch.dtype)
+            if self.array is not None:
+                grown[:n] = self.array[:n]
+            self.array = grown
+        self.array[n:n + k] = batch
+        self.n = n + k
+
+    def all(self):
+        """The rows so far, as one array (a view)."""
+        return self.array[:self.n] if self.array is not None else np.zeros((0,))
+
+
 def as_loader(data, batch_size, shuffle, generator=None):
     if isinstance(data, DataLoader):
         return data

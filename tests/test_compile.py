@@ -478,3 +478,28 @@ def test_weight_gradient_keeps_the_weights_memory_order_eager_and_replayed(order
     expected = (np.exp(x @ w.numpy().T + b.numpy()) / np.exp(x @ w.numpy().T + b.numpy()).sum(
         1, keepdims=True) - np.eye(3)[y]).T @ x / 8
     np.testing.assert_allclose(grads[0][0], expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["batchnorm_training", "hand_written_update"])
+def test_writes_a_replay_would_not_repeat_make_it_eager(case):
+    cr.manual_seed(0)
+    norm = nn.BatchNorm1d(8)
+    model = nn.Sequential(nn.Linear(3, 8), norm, nn.ReLU(), nn.Linear(8, 4))
+    _, x, y = make()
+
+    def step(a, b):
+        loss = cr.cross_entropy(model(a), b)
+        if case == "hand_written_update":
+            model.zero_grad()
+            loss.backward()
+            with cr.no_grad():
+                for p in model.parameters():
+                    p -= 0.1 * p.grad
+        return loss
+    fn = cr.compile(step)
+    with pytest.warns(UserWarning, match="a replay would not repeat.*runs eagerly from now on"):
+        fn(x[:16], y[:16])
+    before = norm.running_mean.numpy().copy(), model[0].weight.numpy().copy()
+    fn(x[16:32], y[16:32])
+    assert not np.array_equal(before[0], norm.running_mean.numpy())  # every call updates
+    assert (case == "hand_written_update") != np.array_equal(before[1], model[0].weight.numpy())
