@@ -742,3 +742,22 @@ def test_fit_trains_fused_and_gets_the_unfused_result():
     assert flags == [True] * 8 and not nn.Sequential.fuse  # fused inside fit only
     for p, q in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_fusing_keeps_large_recorded_activations_unfused_for_memory(monkeypatch):
+    """A fused backward holds two activation-sized arrays more at its peak: recorded calls fuse
+    only activations up to 64 KiB; unrecorded ones (inference) always."""
+    model = nn.MLP([4, 128, 2])
+    small, large = cr.randn(128, 4), cr.randn(129, 4)  # 128 x 128 float32 is exactly 64 KiB
+    fused_calls = []
+    linear_relu = cr.nn.functional.linear_relu
+    monkeypatch.setattr(cr.nn.functional, "linear_relu",
+                        lambda *a: fused_calls.append(a[0].shape) or linear_relu(*a))
+    with nn.fusing():
+        assert "LinearReLU" in _ops_of(model(small).sum())
+        assert _ops_of(model(large).sum()).count("ReLU") == 1
+        assert fused_calls == [(128, 4)]
+        with cr.no_grad():
+            out = model(large)
+        assert fused_calls == [(128, 4), (129, 4)]
+    np.testing.assert_array_equal(out.numpy(), model(large).numpy())
