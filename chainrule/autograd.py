@@ -56,16 +56,23 @@ class trace_ops:
 _state = _State()
 
 
-def step_call(fn):
+def step_call(fn=None, *, refuse=None):
     """Mark a function that a training step calls around its forward and backward (an optimizer's
     step, zero_grad, gradient clipping): `cr.compile` records its calls when it traces a whole
     step, and makes them again, with the same arguments, at each replay. Iterator arguments (such
-    as `model.parameters()`) are made lists first, so the replayed call sees the same items."""
+    as `model.parameters()`) are made lists first, so the replayed call sees the same items.
+    `@step_call(refuse="why")` marks one that a replay cannot repeat (its argument comes from the
+    data): a trace that calls it runs eagerly, with a warning saying why."""
+    if fn is None:
+        return functools.partial(step_call, refuse=refuse)
+    fn.replay_refused = refuse
+
     @functools.wraps(fn)
     def recorded(*args, **kwargs):
         if not _state.calls:
             return fn(*args, **kwargs)
         args = tuple(list(a) if isinstance(a, Iterator) else a for a in args)
+        kwargs = {k: list(v) if isinstance(v, Iterator) else v for k, v in kwargs.items()}
         for record in _state.calls:
             record(fn, args, kwargs)
         calls, _state.calls = _state.calls, ()  # the calls it makes itself are its own business

@@ -34,7 +34,9 @@ parameters with chainrule ops only. Python-side effects (printing, random number
 an op, branches on data values, arrays changed through `.data`) happen at trace time only, and
 the parameters are the Tensor objects the trace saw: compile again after replacing a layer.
 In-place writes to Tensors that no op records (a BatchNorm's running statistics in training, a
-hand-written parameter update) make the function run eagerly, with a warning.
+hand-written parameter update) make the function run eagerly, with a warning. In a compiled
+step, clear gradients with a `zero_grad` (an optimizer's, a module's or `nn.utils.zero_grads`):
+a plain `p.grad = None` is Python, done at trace time only.
 Higher-order gradients (`create_graph=True`) through a replay are not supported.
 """
 import builtins
@@ -126,11 +128,15 @@ class Program:
                                                         args[0][0].data.dtype)
                 self.after.append(None)
                 continue
+            if fn.replay_refused:
+                return fn.replay_refused
             values = list(args) + list(kwargs.values())
             if any(callable(v) for v in values[1:]):  # not the first: a method's self
                 return f"{fn.__qualname__} was called with a function (a closure?)"
-            if any(self._where.get(id(v.data if isinstance(v, Tensor) else v)) for v in values):
-                return f"{fn.__qualname__} was called with a value computed in the function"
+            items = [x for v in values for x in (v if isinstance(v, (list, tuple)) else (v,))]
+            if any(isinstance(x, np.ndarray) or isinstance(x, Tensor) and (
+                    x.grad_fn is not None or not x.requires_grad) for x in items):
+                return f"{fn.__qualname__} was called with an array that is not a parameter"
             if pos == n:
                 self.after.append((fn, args, kwargs))
             elif pos == 0 and not self.after:
@@ -184,6 +190,7 @@ class Program:
         if self.calls:
             why = self._plan_calls()
             self.unreplayable = self.unreplayable or why
+            self.calls = None  # they hold the trace's loss and, through it, its graph
         saved = {id(a) for _, ctx, _, _ in self.ops for a in ctx._saved or ()
                  if isinstance(a, np.ndarray)}
         self.watched_outputs = [n for n, o in enumerate(outputs) if id(o.data) in saved]
@@ -232,7 +239,11 @@ class Program:
             if grads[k] is not None:
                 leaves.append(self.params[k])
                 table[self.params[k]] = grads[k]
-        autograd.to_leaves(leaves, table, (id(self.root_grad),))
+        prev, _state.grad_enabled = _state.grad_enabled, False  # hooks see what eager's do
+        try:
+            autograd.to_leaves(leaves, table, (id(self.root_grad),))
+        finally:
+            _state.grad_enabled = prev
 
     def take_ctxs(self):
         """A ctx set for one call: a free one, or a new one made from the templates."""
@@ -554,6 +565,9 @@ class compile:
         finally:
             _state.writes, _state.calls = prev
         single = isinstance(result, Tensor)
+        if not single and not isinstance(result, (tuple, list)):
+            raise GraphError(f"compile: the function must return a Tensor or a tuple of Tensors, "
+                             f"not a {type(result).__name__} (return the loss, not loss.item())")
         program.finish(inputs, [result] if single else list(result))
         if program.unreplayable:
             self.eager_only = program.unreplayable

@@ -16,7 +16,7 @@ from chainrule import metrics as M
 from chainrule.autograd import no_grad
 from chainrule.data.dataset import DataLoader, Dataset, TensorDataset
 from chainrule.dtypes import get_default_dtype
-from chainrule.errors import ArgumentError, ChainruleError
+from chainrule.errors import ArgumentError, ChainruleError, shape_error
 from chainrule.nn.module import fusing
 from chainrule.random import Generator, default_generator, rng
 from chainrule.serialization import load, save
@@ -272,6 +272,9 @@ class _Rows:
 
     def add(self, batch):
         n, k = self.n, len(batch)
+        if self.array is not None and batch.shape[1:] != self.array.shape[1:]:
+            raise shape_error("collecting batch rows", batch.shape, self.array.shape,
+                              detail="every batch must have the first one's trailing shape")
         if self.array is None or n + k > len(self.array):
             grown = np.empty((2 * (n + k),) + batch.shape[1:], batch.dtype)
             if self.array is not None:

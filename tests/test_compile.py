@@ -503,3 +503,87 @@ def test_writes_a_replay_would_not_repeat_make_it_eager(case):
     fn(x[16:32], y[16:32])
     assert not np.array_equal(before[0], norm.running_mean.numpy())  # every call updates
     assert (case == "hand_written_update") != np.array_equal(before[1], model[0].weight.numpy())
+
+
+def _step_pair(body):
+    """(eager, compiled) parameters after 3 steps of `body(model, opt, x, y)`."""
+    out = []
+    for compiled in (False, True):
+        model, x, y = make()
+        opt = cr.optim.SGD(model.parameters(), lr=0.5)
+
+        def step(a, b):
+            return body(model, opt, a, b)
+        fn = cr.compile(step) if compiled else step
+        for s in range(3):
+            fn(x[16 * s:16 * s + 16], y[16 * s:16 * s + 16])
+        out.append([p.data.copy() for p in model.parameters()])
+    return out
+
+
+def test_step_calls_with_iterator_keywords_and_plain_zero_grads_replay():
+    def body(model, opt, a, b):
+        cr.nn.utils.zero_grads(model.parameters())
+        loss = cr.cross_entropy(model(a), b)
+        loss.backward()
+        cr.nn.utils.clip_grad_norm_(parameters=model.parameters(), max_norm=0.01)
+        opt.step()
+        return loss
+    eager, replayed = _step_pair(body)
+    for a, b in zip(eager, replayed):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("norm_from_data", "clip_grads_with_norm_ was called with an array that is not a parameter"),
+    ("plateau", r"ReduceLROnPlateau.step\(metric\) takes a value computed from the data"),
+])
+def test_step_calls_fed_by_the_data_make_the_step_eager(case, reason):
+    model, x, y = make()
+    opt = cr.optim.SGD(model.parameters(), lr=0.5)
+    plateau = cr.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+
+    def step(a, b):
+        opt.zero_grad()
+        loss = cr.cross_entropy(model(a), b)
+        loss.backward()
+        if case == "norm_from_data":
+            params = list(model.parameters())
+            cr.nn.utils.clip_grads_with_norm_(params, 0.01, cr.nn.utils.get_total_norm(
+                [p.grad for p in params]))
+        else:
+            plateau.step(1.0)
+        opt.step()
+        return loss
+    fn = cr.compile(step)
+    with pytest.warns(UserWarning, match=f"compile: {reason}.*runs eagerly from now on"):
+        fn(x[:16], y[:16])
+    fn(x[16:32], y[16:32])
+    if case == "plateau":
+        assert opt.param_groups[0]["lr"] == 0.25  # the second call's plateau step happened too
+
+
+def test_replayed_step_runs_parameter_hooks_without_grad_like_eager():
+    model, x, y = make()
+    opt = cr.optim.SGD(model.parameters(), lr=0.1)
+    w = model.layers[0].weight
+    seen = []
+    w.register_hook(lambda g: seen.append((cr.is_grad_enabled(), (g + 0.1 * w).requires_grad)))
+
+    def step(a, b):
+        opt.zero_grad()
+        loss = cr.cross_entropy(model(a), b)
+        loss.backward()
+        opt.step()
+        return loss
+    fn = cr.compile(step)
+    fn(x[:16], y[:16])
+    fn(x[16:32], y[16:32])
+    assert seen == [(False, False)] * 2 and fn.eager_only is None
+
+
+def test_a_step_returning_a_number_is_a_clear_error():
+    model, x, y = make()
+    fn = cr.compile(lambda a, b: cr.cross_entropy(model(a), b).item())
+    with pytest.raises(cr.GraphError, match="must return a Tensor.*not a float.*loss.item"):
+        fn(x[:16], y[:16])

@@ -761,3 +761,21 @@ def test_fusing_keeps_large_recorded_activations_unfused_for_memory(monkeypatch)
             out = model(large)
         assert fused_calls == [(128, 4), (129, 4)]
     np.testing.assert_array_equal(out.numpy(), model(large).numpy())
+
+
+def test_fusing_nests_skips_replaced_forwards_and_takes_arrays():
+    cr.manual_seed(0)
+    lin = nn.Linear(4, 8)
+    model = nn.Sequential(lin, nn.ReLU(), nn.Linear(8, 2))
+    x = np.ones((2, 4), np.float32)
+    plain = model(x).numpy()
+    fz = nn.fusing()
+    with fz:
+        with fz:
+            np.testing.assert_array_equal(model(x).numpy(), plain)  # an ndarray input fuses too
+        assert nn.Sequential.fuse
+    assert not nn.Sequential.fuse
+    original = lin.forward
+    lin.forward = lambda t: original(t) * 0.0  # an adapter replacing one layer's forward
+    with nn.fusing():
+        np.testing.assert_array_equal(model(x).numpy(), model[2](cr.zeros(2, 8)).numpy())

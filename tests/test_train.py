@@ -423,3 +423,14 @@ def test_fit_releases_the_input_batch_before_the_optimizer_step():
     cr.fit(model, data, loss="cross_entropy", optimizer=cr.optim.SGD(model.parameters(), lr=0.1),
            epochs=2, batch_size=8, progress=False, generator=cr.Generator(0), callbacks=[Probe()])
     assert alive_at_step == [False] * 6
+
+
+def test_epoch_rows_grow_keep_order_and_refuse_another_shape():
+    from chainrule.train import _Rows
+    rows = _Rows()
+    for k in range(1, 6):
+        rows.add(np.full((k, 2), k, np.float32))
+    assert rows.all().shape == (15, 2) and list(rows.all()[:, 0]) == [k for k in range(1, 6)
+                                                                       for _ in range(k)]
+    with pytest.raises(cr.ShapeError, match="collecting batch rows"):
+        rows.add(np.zeros((2, 1), np.float32))

@@ -67,7 +67,7 @@ def _linear_relu(linear, relu, x):
     backward holds the output and its gradient together, two activation-sized arrays more at
     the peak than Linear then ReLU, so a recorded call fuses only activations up to 64 KiB
     (where one node fewer saves time that counts; bench W2) and an unrecorded one always."""
-    out_bytes = x.data.size // max(x.data.shape[-1], 1) * linear.out_features * x.data.itemsize
+    out_bytes = math.prod(x.shape[:-1]) * linear.out_features * x.dtype.itemsize
     if out_bytes > _FUSED_RECORDED_BYTES and is_grad_enabled():
         return relu(linear(x))
     return F.linear_relu(x, linear.weight, linear.bias)

@@ -410,7 +410,7 @@ class Sequential(_Numbered):
         while i < len(modules):
             m = modules[i]
             fused = self.fusions.get((type(m), type(modules[i + 1]))) if i + 1 < len(modules) else None
-            if fused is not None and not (m._forward_hooks or modules[i + 1]._forward_hooks):
+            if fused is not None and not (_customised(m) or _customised(modules[i + 1])):
                 x = fused(m, modules[i + 1], x)
                 i += 2
             else:
@@ -435,6 +435,11 @@ class Sequential(_Numbered):
 
 
 
+def _customised(module):
+    """Has the module a forward hook or a forward replaced on the instance (never fused)?"""
+    return bool(module._forward_hooks) or "forward" in module.__dict__
+
+
 class fusing:
     """Context manager: inside it nn.Sequential runs each adjacent pair of modules that has a
     fused op (Linear then ReLU) as that one op. The numbers are the same to the bit; the graph
@@ -443,13 +448,14 @@ class fusing:
     decorator: `@fusing()`."""
 
     def __init__(self, enabled=True):
-        self.enabled = enabled
+        self.enabled, self._prev = enabled, []  # a stack: one instance may be entered nested
 
     def __enter__(self):
-        self._prev, Sequential.fuse = Sequential.fuse, self.enabled
+        self._prev.append(Sequential.fuse)
+        Sequential.fuse = self.enabled
 
     def __exit__(self, *exc):
-        Sequential.fuse = self._prev
+        Sequential.fuse = self._prev.pop()
 
     def __call__(self, fn):
         @functools.wraps(fn)

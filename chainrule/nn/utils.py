@@ -20,6 +20,7 @@ def _set(g, data):
     g._version[0] += 1
 
 
+@step_call
 def zero_grads(parameters, set_to_none=True):
     """Forget gradients: `p.grad = None`, or zero `p.grad` in place, cut from any graph (what
     `Module.zero_grad` and `Optimizer.zero_grad` do)."""

@@ -265,6 +265,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.best = math.inf if mode == "min" else -math.inf
         self.cooldown_counter = self.num_bad_epochs = 0
 
+    @step_call(refuse="ReduceLROnPlateau.step(metric) takes a value computed from the data")
     def step(self, metrics):
         current = float(metrics)
         self.last_epoch += 1
