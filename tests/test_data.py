@@ -613,3 +613,25 @@ def test_one_hot():
     out = one_hot(np.array([2, 0, 1, 2]), 4)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, np.eye(4, dtype=np.float32)[[2, 0, 1, 2]])
+
+
+@pytest.mark.parametrize("batch, drop_last, features", [(32, False, 3), (32, True, 3), (7, False, 3),
+                                                        (1000, False, 3), (999, True, 3),
+                                                        (64, False, 300)])
+def test_loader_batches_equal_the_orders_rows_however_they_are_fetched(batch, drop_last, features):
+    """Small batches of a TensorDataset come from one gather per ~1 MiB, sliced; big ones alone.
+    Either way batch k holds rows order[k*b:(k+1)*b] of the epoch's order."""
+    X = np.random.default_rng(0).standard_normal((1000, features)).astype(np.float32)
+    y = np.arange(1000)
+    loader = cr.data.DataLoader(cr.data.TensorDataset(X, y), batch, shuffle=True,
+                                drop_last=drop_last, generator=cr.Generator(3))
+    got = [(xb.numpy(), yb.numpy()) for xb, yb in loader]
+    order = cr.Generator(3).rng.permutation(1000)
+    stop = 1000 - 1000 % batch if drop_last else 1000
+    want = [(X[order[s:s + batch]], y[order[s:s + batch]]) for s in range(0, stop, batch)]
+    assert len(got) == len(want) == len(loader)
+    for (a, b), (c, d) in zip(got, want):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    big = batch * (features * 4 + 8) > 1 << 16
+    assert all((xb.base is None) == big for xb, _ in got)  # a big batch is its own array
