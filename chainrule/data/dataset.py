@@ -110,12 +110,12 @@ class DataLoader:
         fetch, size = _fetcher(self.dataset), self.batch_size
         group = size * self._batches_per_fetch()
         for start in range(0, stop, group):
-            batch = fetch(order[start:min(start + group, stop)])
-            if group == size:
-                yield batch
+            if group == size:  # not kept in a local: the batch goes when its user drops it
+                yield fetch(order[start:start + size])
                 continue
-            for s in range(0, len(batch[0].data), size):  # the group's batches, as views
-                yield tuple([Tensor._make(t.data[s:s + size]) for t in batch])
+            batches = fetch(order[start:min(start + group, stop)])
+            for s in range(0, len(batches[0].data), size):  # the group's batches, as views
+                yield tuple([Tensor._make(t.data[s:s + size]) for t in batches])
 
     def _batches_per_fetch(self):
         """Small batches of a TensorDataset are gathered many at a time (about 1 MiB, one fancy
