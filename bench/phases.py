@@ -22,7 +22,7 @@ def measure(workload="W2", steps=2000, reps=5, quick=False):
     """{phase: microseconds per step}."""
     import chainrule as cr
     import workloads
-    from systems import NumPy, _cr_model, _cr_optimizer
+    from systems import NumPy, _cr_model, _cr_optimizer, _cr_train_step
 
     spec = workloads.make(workload, quick=quick)
     model = _cr_model(spec)
@@ -35,13 +35,7 @@ def measure(workload="W2", steps=2000, reps=5, quick=False):
     compiled(x, y).backward()
     opt.zero_grad()
 
-    def train_step(a, b):
-        loss = cr.cross_entropy(model(a), b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-    compiled_step = cr.compile(train_step)
+    compiled_step = cr.compile(_cr_train_step(model, opt))
     compiled_step(x, y)
 
     def fetch():

@@ -168,6 +168,19 @@ def _cr_optimizer(spec, model):
     return cls(model.parameters(), lr=spec.lr)
 
 
+def _cr_train_step(model, opt):
+    """One training step in PyTorch's idiom: step(x, y) -> the loss."""
+    import chainrule as cr
+
+    def train_step(x, y):
+        loss = cr.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+    return train_step
+
+
 def _cr_weights(model):
     layers = [m for m in model.layers if hasattr(m, "weight")]
     return [(m.weight.numpy(), m.bias.numpy()) for m in layers]
@@ -221,13 +234,7 @@ class ChainruleLoop(System):
         opt = _cr_optimizer(spec, model)
         data = cr.data.TensorDataset(spec.X, spec.y)
 
-        def train_step(x, y):
-            loss = cr.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            return loss
-
+        train_step = _cr_train_step(model, opt)
         step = cr.compile(train_step) if compiled else train_step  # traced at its first call
 
         @cr.nn.fusing()
