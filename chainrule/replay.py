@@ -117,7 +117,7 @@ class Program:
         """Which calls a replay makes before the ops (`before`) and after them (`after`, in
         order, None standing for the backward), and the backward's output op (`root`); or why
         the calls cannot be replayed."""
-        n, self.before, self.after, backward_at = len(self.ops), [], [], None
+        n, backward_at = len(self.ops), None
         for pos, fn, args, kwargs in self.calls:
             if fn is autograd.backward:
                 why = self._unreplayable_backward(pos, *args)
@@ -186,7 +186,7 @@ class Program:
                                      "op (cr.tensor(x)?) would stay at its first value")
         if any(ctx._hooks or ctx._retained for _, ctx, _, _ in self.ops):
             self.unreplayable = "a hook or retain_grad() on an intermediate result"
-        self.root, self.root_grad = self.outputs[0][1], None
+        self.root = self.outputs[0][1]  # the backward's output: a step's backward() may change it
         if self.calls:
             why = self._plan_calls()
             self.unreplayable = self.unreplayable or why
@@ -227,13 +227,16 @@ class Program:
         return [(i, p.grad_fn or p, p.data.shape, p.data.dtype)
                 for i, p in enumerate(self.params) if p.requires_grad]
 
+    def gradients(self, ctxs, grad, release):
+        """The generated backward's gradient per parameter, no array given to two of them."""
+        grads = self.backward(ctxs, grad, release)
+        return grads if self.grads_distinct else _distinct(grads)
+
     def step_backward(self, ctxs):
         """The traced step's `loss.backward()`: the generated backward, then each parameter's
         gradient through its hooks into its `.grad`, as the engine's last step does."""
-        grads = self.backward(ctxs, self.root_grad, True)
+        grads = self.gradients(ctxs, self.root_grad, True)
         self.give_back(ctxs)
-        if not self.grads_distinct:
-            grads = _distinct(grads)
         leaves, table = [], {}
         for k in self.grad_params:
             if grads[k] is not None:
@@ -466,13 +469,10 @@ class Replay(Function):
                                  f"backward was modified in place (version {version} was saved, "
                                  f"it is now {counter[0]})")
         release = not _state.retain_graph
-        grads = ctx.program.backward(ctx.ctxs, grad, release)
+        grads = ctx.program.gradients(ctx.ctxs, grad, release)
         if release:
             ctx._release()
-        if ctx.program.grads_distinct:
-            return tuple(grads)
-        present = [g for g in grads if g is not None]
-        return tuple(grads if len(set(map(id, present))) == len(present) else _distinct(grads))
+        return tuple(grads)
 
 
 def _tensors(args):
@@ -531,7 +531,7 @@ class compile:
         tensors = [Tensor._make(o) for o in program.forward(ctxs, *arrays)]
         if program.root_grad is not None:  # a whole training step: its backward runs in `after`
             pass
-        elif _state.grad_enabled and program.has_backward:
+        elif _state.grad_enabled and program.has_backward:  # the output's node runs it
             node = _new(Replay)
             node.program = program
             node.ctxs = node._saved = ctxs

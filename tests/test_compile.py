@@ -587,3 +587,22 @@ def test_a_step_returning_a_number_is_a_clear_error():
     fn = cr.compile(lambda a, b: cr.cross_entropy(model(a), b).item())
     with pytest.raises(cr.GraphError, match="must return a Tensor.*not a float.*loss.item"):
         fn(x[:16], y[:16])
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("backward_of_outside", r"backward\(\) of a Tensor computed outside the function"),
+    ("reaches_outside", r"backward\(\) reaches a Tensor computed outside the function"),
+])
+def test_a_backward_that_leaves_the_function_stays_eager(case, reason):
+    w = cr.tensor(np.ones(3), requires_grad=True)
+    outside = w * 2.0  # computed before the compiled function, not by it
+    outside_total = outside.sum()
+
+    def step(a):
+        loss = (a * (outside if case == "reaches_outside" else w)).sum()
+        (outside_total if case == "backward_of_outside" else loss).backward()
+        return loss
+    with pytest.warns(UserWarning, match=f"compile: {reason}.*runs eagerly from now on"):
+        cr.compile(step)(np.arange(3.0))
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0, 2.0] if case == "backward_of_outside"
+                                  else [0.0, 2.0, 4.0])

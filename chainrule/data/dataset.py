@@ -1,6 +1,8 @@
 """Datasets and the DataLoader that batches them (PyTorch's names and semantics)."""
 import abc
 
+import math
+
 import numpy as np
 
 from chainrule.errors import ArgumentError, ShapeError
@@ -124,7 +126,7 @@ class DataLoader:
         so that it stays its own array (what backward keeps of it is just it)."""
         if type(self.dataset) is not TensorDataset:
             return 1
-        row = sum(a.itemsize * int(np.prod(a.shape[1:])) for a in self.dataset.arrays)
+        row = sum(a.itemsize * math.prod(a.shape[1:]) for a in self.dataset.arrays)
         if row * self.batch_size > _SMALL_BATCH:
             return 1
         return max(1, _FETCH_BYTES // max(row * self.batch_size, 1))
