@@ -216,6 +216,14 @@ class Function:
             return saved
         return tuple(self._saved_as_tensor(i) for i in range(len(saved)))
 
+    def take_saved(self):
+        """saved_tensors as a list that, in a backward sweep that does not retain the graph, the
+        node no longer holds: backward can then free each array as soon as it is done with it."""
+        saved = list(self.saved_tensors)
+        if _state.sweeping and not _state.retain_graph:
+            self._saved, self._saved_meta = None, ()
+        return saved
+
     def saved_arrays(self):
         """The arrays this node keeps for backward (none once freed)."""
         return [a for a in self._saved or () if isinstance(a, np.ndarray)]

@@ -7,7 +7,7 @@ import numpy as np
 from chainrule import ops
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.ops import normalize_dim, reduce_args
-from chainrule.ops.fused import Linear, LinearReLU, SoftmaxCrossEntropy, one_hot_array
+from chainrule.ops.fused import Linear, Perceptron, SoftmaxCrossEntropy, one_hot_array
 from chainrule.tensor import Tensor
 
 
@@ -185,8 +185,18 @@ def linear(x, weight, bias=None):
 
 
 def linear_relu(x, weight, bias=None):
-    """relu(x @ weight.T + bias), shapes as `linear`: one node (ops.fused.LinearReLU)."""
-    return LinearReLU.apply(x, weight, bias)
+    """relu(x @ weight.T + bias), shapes as `linear`: one node (a one-layer `perceptron`)."""
+    return Perceptron.apply(x, True, weight, bias)
+
+
+def perceptron(x, layers, relu_last=False):
+    """The multi-layer perceptron h(l) = relu(h(l-1) @ W(l).T + b(l)), l = 1..L, h(0) = x, with no
+    ReLU after the last layer unless `relu_last`: `layers` is [(W(1), b(1)), ...], each W (d_l,
+    d_l-1) and b (d_l,) or None; x (..., d0) -> (..., dL). One node (ops.fused.Perceptron), the
+    same numbers as the layers one by one."""
+    if not layers or any(len(layer) != 2 for layer in layers):
+        raise ArgumentError("perceptron: layers must be one or more (weight, bias) pairs")
+    return Perceptron.apply(x, relu_last, *(p for layer in layers for p in layer))
 
 
 softmax, log_softmax, logsumexp = ops.softmax, ops.log_softmax, ops.logsumexp

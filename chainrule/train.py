@@ -111,7 +111,7 @@ class Run:
             print(message, flush=True)
 
 
-@fusing()  # nn.Sequential's Linear, ReLU pairs as one op each: the same numbers, faster
+@fusing()  # nn.Sequential's Linear, ReLU, Linear, ... runs as one op: the same numbers, faster
 def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, batch_size=32,
         metrics=("accuracy",), scheduler=None, callbacks=(), checkpoint_dir=None, resume=False,
         progress=True, generator=None):

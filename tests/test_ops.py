@@ -141,6 +141,12 @@ row("linear_relu", [N(5, 3), N(4, 3), N(4)], cr.nn.functional.linear_relu,
     lambda x, w, b: torch.relu(F.linear(x, w, b)))
 row("linear_relu_nobias", [N(2, 5, 3), N(4, 3)], cr.nn.functional.linear_relu,
     lambda x, w: torch.relu(F.linear(x, w)))
+row("perceptron", [N(5, 3), N(4, 3), N(4), N(6, 4), N(6), N(2, 6), N(2)],
+    lambda x, w1, b1, w2, b2, w3, b3: cr.nn.functional.perceptron(x, [(w1, b1), (w2, b2), (w3, b3)]),
+    lambda x, w1, b1, w2, b2, w3, b3: F.linear(torch.relu(F.linear(torch.relu(F.linear(x, w1, b1)), w2, b2)), w3, b3))
+row("perceptron_relu_last_batched_nobias", [N(2, 5, 3), N(4, 3), N(6, 4), N(6)],
+    lambda x, w1, w2, b2: cr.nn.functional.perceptron(x, [(w1, None), (w2, b2)], relu_last=True),
+    lambda x, w1, w2, b2: torch.relu(F.linear(torch.relu(F.linear(x, w1)), w2, b2)))
 
 # element-wise functions, as methods on three shapes and as functions
 UNARY = [("exp", N), ("log", P), ("log1p", G), ("expm1", N), ("sqrt", P), ("sin", N), ("cos", N),

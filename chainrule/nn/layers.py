@@ -13,7 +13,7 @@ from chainrule.errors import ArgumentError, shape_error
 from chainrule.nn import functional as F
 from chainrule.nn import init
 from chainrule.nn.activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
-from chainrule.nn.module import Module, Sequential
+from chainrule.nn.module import Module, Sequential, fusable
 from chainrule.nn.parameter import Buffer, Parameter
 
 
@@ -62,19 +62,35 @@ class Linear(Module):
 
 
 
-def _linear_relu(linear, relu, x):
-    """relu(linear(x)) as one op (F.linear_relu), where that costs no memory worth having: its
-    backward holds the output and its gradient together, two activation-sized arrays more at
-    the peak than Linear then ReLU, so a recorded call fuses only activations up to 64 KiB
-    (where one node fewer saves time that counts; bench W2) and an unrecorded one always."""
-    out_bytes = math.prod(x.shape[:-1]) * linear.out_features * x.dtype.itemsize
-    if out_bytes > _FUSED_RECORDED_BYTES and is_grad_enabled():
-        return relu(linear(x))
-    return F.linear_relu(x, linear.weight, linear.bias)
+def _perceptron(modules, i, x):
+    """The run Linear, ReLU, Linear, ReLU, ... from modules[i] as one op (F.perceptron), when it
+    has two modules or more: (output, index after the run), else None.
+
+    Memory: the op's backward frees each activation once used, as the layers' nodes do, but the
+    gradient it receives stays held until it returns. A recorded run that would end on a ReLU
+    (its gradient activation-sized) takes that ReLU in only up to 64 KiB of activation, where
+    one node fewer saves time that counts (bench W2); an unrecorded run always."""
+    layers, j, n, relu_last = [], i, len(modules), False
+    while j < n and fusable(modules[j], Linear):
+        lin = modules[j]
+        layers.append((lin.weight, lin.bias))
+        j += 1
+        if not (j < n and fusable(modules[j], ReLU)):
+            break
+        if j + 1 < n and fusable(modules[j + 1], Linear):
+            j += 1
+            continue
+        out_bytes = math.prod(x.shape[:-1]) * lin.out_features * x.dtype.itemsize
+        if out_bytes <= _FUSED_GRAD_BYTES or not is_grad_enabled():
+            j, relu_last = j + 1, True
+        break
+    if j - i < 2:
+        return None
+    return F.perceptron(x, layers, relu_last), j
 
 
-_FUSED_RECORDED_BYTES = 1 << 16
-Sequential.fusions[Linear, ReLU] = _linear_relu
+_FUSED_GRAD_BYTES = 1 << 16
+Sequential.fusions[Linear] = _perceptron
 
 
 class Flatten(Module):

@@ -385,12 +385,13 @@ class Sequential(_Numbered):
     """Modules applied in order: Sequential(m0, m1, ...) (named '0', '1', ...) or
     Sequential(OrderedDict(name=module, ...)). forward(x) = ...m1(m0(x)).
 
-    Inside `fusing()` (as in `cr.fit`), two adjacent modules with a fused op (`fusions`: nn.layers
-    adds Linear then ReLU, run as F.linear_relu) run as that one op, unless either has a forward
-    hook or something watches each op (cr.viz.record, detect_anomaly, a compile trace)."""
+    Inside `fusing()` (as in `cr.fit`), a run of modules with a fused op (`fusions`: nn.layers
+    adds Linear, ReLU, Linear, ... run as F.perceptron) runs as that one op, unless one of them
+    has a forward hook or something watches each op (cr.viz.record, detect_anomaly, a compile
+    trace)."""
 
-    fusions = {}  # (type of m0, type of m1) -> fn(m0, m1, x) computing m1(m0(x)) as one op
-    fuse = False  # set by fusing()
+    fusions = {}  # type of a run's first module -> fn(modules, i, x): (output, index after the
+    fuse = False  # run) or None; set by fusing()
 
     def __init__(self, *modules):
         super().__init__()
@@ -408,14 +409,12 @@ class Sequential(_Numbered):
             return x
         modules, i = list(self._modules.values()), 0
         while i < len(modules):
-            m = modules[i]
-            fused = self.fusions.get((type(m), type(modules[i + 1]))) if i + 1 < len(modules) else None
-            if fused is not None and not (_customised(m) or _customised(modules[i + 1])):
-                x = fused(m, modules[i + 1], x)
-                i += 2
+            fused = self.fusions.get(type(modules[i]))
+            run = fused(modules, i, x) if fused is not None else None
+            if run is None:
+                x, i = modules[i](x), i + 1
             else:
-                x = m(x)
-                i += 1
+                x, i = run
         return x
 
     def __getitem__(self, idx):
@@ -435,15 +434,16 @@ class Sequential(_Numbered):
 
 
 
-def _customised(module):
-    """Has the module a forward hook or a forward replaced on the instance (never fused)?"""
-    return bool(module._forward_hooks) or "forward" in module.__dict__
+def fusable(module, cls):
+    """Is `module` a plain `cls` (exactly), with no forward hook and no forward replaced on the
+    instance, so that a fused op may run it?"""
+    return type(module) is cls and not module._forward_hooks and "forward" not in module.__dict__
 
 
 class fusing:
-    """Context manager: inside it nn.Sequential runs each adjacent pair of modules that has a
-    fused op (Linear then ReLU) as that one op. The numbers are the same to the bit; the graph
-    has one node fewer per pair (graph pictures show LinearReLU), so a step is faster where
+    """Context manager: inside it nn.Sequential runs each run of modules that has a fused op
+    (Linear, ReLU, Linear, ...) as that one op. The numbers are the same to the bit; the graph
+    has one node per run (graph pictures show Perceptron), so a step is faster where
     per-op overhead counts (bench W2). `cr.fit`, `evaluate` and `predict` run inside it. Also a
     decorator: `@fusing()`."""
 

@@ -16,13 +16,18 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         out = affine(x, weight, bias)
-        save_affine_inputs(ctx, x, weight)
+        if ctx.needs_input_grad:  # x only for dL/dweight, weight only for dL/dx
+            need_x, need_w = ctx.needs_input_grad[:2]
+            ctx.save_for_backward(x if need_w else None, weight if need_x else None)
+            ctx.weight_order = weight_order(weight)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        return affine_grads(ctx, grad, x, weight)
+        need = ctx.needs_input_grad
+        return affine_grads(grad, x, weight, (need[0], need[1], len(need) > 2 and need[2]),
+                            ctx.weight_order)
 
     # replay kernels (chainrule.replay.Site): the lines above, for 2-D inputs of one dtype
     @staticmethod
@@ -63,29 +68,68 @@ class Linear(Function):
 
     @classmethod
     def shape_error(cls, arrays, err):
-        return affine_shape_error(arrays)
+        return affine_shape_error(np.shape(arrays[0]), np.shape(arrays[1]),
+                                  np.shape(arrays[2]) if len(arrays) > 2 else ())
 
 
-class LinearReLU(Function):
-    """relu(x @ weight.T + bias), shapes as Linear: one node instead of Linear then ReLU, the
-    ReLU in place on the fresh product. nn.Sequential runs an adjacent Linear, ReLU pair as
-    this op (the same arithmetic, so the same bits) unless something watches each op."""
+class Perceptron(Function):
+    """The L-layer perceptron as one node: h(0) = x, h(l) = relu(h(l-1) @ W(l).T + b(l)) for
+    l = 1..L, with no ReLU after layer L unless `relu_last`. apply(x, relu_last, W(1), b(1), ...,
+    W(L), b(L)): x (..., d0) -> (..., dL), W(l) (d_l, d_l-1), b(l) (d_l,) or None.
+
+    Forward and backward are Linear's and ReLU's lines in a loop (the ReLU in place on the fresh
+    product, the mask in place on a gradient backward made itself), so the numbers are the same
+    to the bit as the layers one by one, with one node instead of 2L - 1. Backward lets go of
+    each kept activation once it is used, so it holds no more at its peak than the layers do.
+    nn.Sequential runs a run of Linear, ReLU modules as this op inside `nn.fusing()`."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias=None):
-        y = affine(x, weight, bias)
-        np.maximum(y, 0, out=y)
-        save_affine_inputs(ctx, x, weight, y)
-        return y
+    def forward(ctx, x, relu_last, *params):
+        layers = len(params) // 2
+        h, kept = x, []  # kept: each layer's input (the last one's output too under relu_last)
+        for l in range(layers):
+            w, b = params[2 * l], params[2 * l + 1]
+            kept.append(h)
+            h = affine(h, w, b)
+            if l < layers - 1 or relu_last:
+                np.maximum(h, 0, out=h)
+        if ctx.needs_input_grad:
+            if not ctx.needs_input_grad[2]:  # the input is kept only for dL/dW(1)
+                kept[0] = None
+            ctx.save_for_backward(*kept, h if relu_last else None, *params[::2])
+            ctx.relu_last, ctx.orders = relu_last, [weight_order(w) for w in params[::2]]
+        return h
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, y = ctx.saved_tensors
-        return affine_grads(ctx, grad * (y > 0), x, weight)
+        need, layers = ctx.needs_input_grad, (len(ctx.needs_input_grad) - 2) // 2
+        kept = ctx.take_saved()  # [x, h(1), ..., h(L-1), relu_last's output or None, W(1), ...]
+        weights = kept[layers + 1:]
+        del kept[layers + 1:]
+        grads, g, owned = [None] * len(need), grad, False
+        for l in range(layers - 1, -1, -1):
+            if l < layers - 1 or ctx.relu_last:  # dL/d(pre-activation) of layer l
+                y, kept[l + 1] = kept[l + 1], None
+                if owned and isinstance(g, np.ndarray):
+                    np.multiply(g, y > 0, out=g)
+                else:
+                    g = g * (y > 0)
+                del y
+            g, grads[2 + 2 * l], grads[3 + 2 * l] = affine_grads(
+                g, kept[l], weights[l], (l > 0 or need[0], need[2 + 2 * l], need[3 + 2 * l]),
+                ctx.orders[l])
+            owned = True
+        grads[0] = g
+        return tuple(grads)
 
     @classmethod
     def shape_error(cls, arrays, err):
-        return affine_shape_error(arrays)
+        shape, params = np.shape(arrays[0]), arrays[2:]
+        for w, b in zip(params[::2], params[1::2]):
+            if np.ndim(w) != 2 or shape[-1:] != np.shape(w)[1:] or (b is not None and np.shape(b) != np.shape(w)[:1]):
+                return affine_shape_error(shape, np.shape(w), np.shape(b))
+            shape = shape[:-1] + np.shape(w)[:1]
+        return err
 
 
 def affine(x, weight, bias):
@@ -98,20 +142,17 @@ def affine(x, weight, bias):
     return out
 
 
-def save_affine_inputs(ctx, x, weight, *more):
-    """Keep what the wanted gradients of x @ weight.T + bias need (and `more`), and the weight's
-    memory order for its gradient."""
-    if ctx.needs_input_grad:
-        need_x, need_w = ctx.needs_input_grad[:2]
-        ctx.save_for_backward(x if need_w else None, weight if need_x else None, *more)
-        ctx.weight_order = "F" if weight.flags.f_contiguous and not weight.flags.c_contiguous else "C"
+def weight_order(weight):
+    """"F" for a column-major weight (nn.Linear's), else "C": its gradient is made in that order,
+    so the optimizer's update is one contiguous pass."""
+    return "F" if weight.flags.f_contiguous and not weight.flags.c_contiguous else "C"
 
 
-def affine_grads(ctx, grad, x, weight):
-    """The gradients of x @ weight.T + bias for output gradient `grad` (None where not needed)."""
-    need = ctx.needs_input_grad
-    need_w, need_b = need[1], len(need) > 2 and need[2]
-    gx = grad @ weight if need[0] else None
+def affine_grads(grad, x, weight, need, order):
+    """The gradients (x, weight, bias) of x @ weight.T + bias for output gradient `grad`, each
+    None unless `need` (three flags) asks for it; the weight's in memory order `order`."""
+    need_x, need_w, need_b = need
+    gx = grad @ weight if need_x else None
     if not (need_w or need_b):
         return gx, None, None
     if grad.ndim != 2:  # fold batch dims: (..., out) -> (n, out); x is kept only for need_w
@@ -120,8 +161,8 @@ def affine_grads(ctx, grad, x, weight):
     if not isinstance(grad, np.ndarray):  # create_graph: the same formulas on Tensors
         return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
     gw = gb = None
-    if need_w:  # a fresh array (not a view: it can become .grad) in the weight's memory
-        if ctx.weight_order == "C":  # order, so the update is one contiguous pass
+    if need_w:  # a fresh array (not a view: it can become .grad)
+        if order == "C":
             gw = grad.T @ x
         else:
             gw = np.empty((grad.shape[1], x.shape[1]), np.result_type(grad, x), order="F")
@@ -131,14 +172,12 @@ def affine_grads(ctx, grad, x, weight):
     return gx, gw, gb
 
 
-def affine_shape_error(arrays):
-    """The error for a linear layer's arguments (x, weight, bias) that do not fit together."""
-    x, w = arrays[0], arrays[1]
-    if np.ndim(w) != 2 or np.shape(x)[-1:] != np.shape(w)[1:]:
-        return shape_error("linear", np.shape(x), np.shape(w),
-                           detail=f"input features {np.shape(x)[-1:]} do not match weight (out, in)")
-    return shape_error("linear", np.shape(w), np.shape(arrays[2]),
-                       detail="bias must have shape (out,)")
+def affine_shape_error(x_shape, w_shape, b_shape):
+    """The error for a linear layer's input, weight and bias shapes that do not fit together."""
+    if len(w_shape) != 2 or x_shape[-1:] != w_shape[1:]:
+        return shape_error("linear", x_shape, w_shape,
+                           detail=f"input features {x_shape[-1:]} do not match weight (out, in)")
+    return shape_error("linear", w_shape, b_shape, detail="bias must have shape (out,)")
 
 
 class SoftmaxCrossEntropy(Function):
