@@ -53,12 +53,7 @@ class Linear(Function):
             lines.append(f"{k.temp('gx')} = {g} @ {w}")
         if need[1]:
             gw = k.temp("gw")
-            if getattr(k.ctx, "weight_order", "C") == "C":
-                lines.append(f"{gw} = {g}.T @ {x}")
-            else:
-                dtype = k.const(k.facts.dtypes[1], "dtype")
-                lines += [f"{gw} = np.empty({k.facts.shapes[1]!r}, {dtype}, order='F')",
-                          f"np.matmul({g}.T, {x}, out={gw})"]
+            lines.append(f"{gw} = np.matmul({g}.T, {x}, order={getattr(k.ctx, 'weight_order', 'C')!r})")
             results[1] = (gw, True)
         if len(need) > 2 and need[2]:
             results[2] = (k.temp("gb"), True)
@@ -80,8 +75,9 @@ class Perceptron(Function):
     Forward and backward are Linear's and ReLU's lines in a loop (the ReLU in place on the fresh
     product, the mask in place on a gradient backward made itself), so the numbers are the same
     to the bit as the layers one by one, with one node instead of 2L - 1. Backward lets go of
-    each kept activation once it is used, so it holds no more at its peak than the layers do.
-    nn.Sequential runs a run of Linear, ReLU modules as this op inside `nn.fusing()`."""
+    each kept activation once it is used, so at its peak it holds what the layers would, and the
+    gradient it received (the engine holds that until backward returns). nn.Sequential runs a
+    run of Linear, ReLU modules as this op inside `nn.fusing()`."""
 
     @staticmethod
     def forward(ctx, x, relu_last, *params):
@@ -125,10 +121,11 @@ class Perceptron(Function):
     @classmethod
     def shape_error(cls, arrays, err):
         shape, params = np.shape(arrays[0]), arrays[2:]
-        for w, b in zip(params[::2], params[1::2]):
-            if np.ndim(w) != 2 or shape[-1:] != np.shape(w)[1:] or (b is not None and np.shape(b) != np.shape(w)[:1]):
-                return affine_shape_error(shape, np.shape(w), np.shape(b))
-            shape = shape[:-1] + np.shape(w)[:1]
+        for w, b in zip(params[::2], params[1::2]):  # the first layer that does not fit
+            w_shape, b_shape = np.shape(w), np.shape(b) if b is not None else None
+            if len(w_shape) != 2 or shape[-1:] != w_shape[1:] or b_shape not in (None, w_shape[:1]):
+                return affine_shape_error(shape, w_shape, b_shape)
+            shape = shape[:-1] + w_shape[:1]
         return err
 
 
@@ -162,11 +159,7 @@ def affine_grads(grad, x, weight, need, order):
         return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
     gw = gb = None
     if need_w:  # a fresh array (not a view: it can become .grad)
-        if order == "C":
-            gw = grad.T @ x
-        else:
-            gw = np.empty((grad.shape[1], x.shape[1]), np.result_type(grad, x), order="F")
-            np.matmul(grad.T, x, out=gw)
+        gw = np.matmul(grad.T, x, order=order)
     if need_b:  # the row sum as ones @ grad: one BLAS call, about half NumPy's reduce
         gb = constant_ones(grad.shape[:1], grad.dtype) @ grad
     return gx, gw, gb
