@@ -193,7 +193,8 @@ def perceptron(x, layers, relu_last=False):
     """The multi-layer perceptron h(l) = relu(h(l-1) @ W(l).T + b(l)), l = 1..L, h(0) = x, with no
     ReLU after the last layer unless `relu_last`: `layers` is [(W(1), b(1)), ...], each W (d_l,
     d_l-1) and b (d_l,) or None; x (..., d0) -> (..., dL). One node (ops.fused.Perceptron), the
-    same numbers as the layers one by one."""
+    same numbers as the layers one by one; first derivatives only when L > 1."""
+    layers = [tuple(layer) for layer in layers]
     if not layers or any(len(layer) != 2 for layer in layers):
         raise ArgumentError("perceptron: layers must be one or more (weight, bias) pairs")
     return Perceptron.apply(x, relu_last, *(p for layer in layers for p in layer))

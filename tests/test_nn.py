@@ -820,3 +820,63 @@ def test_fused_backward_keeps_its_arrays_for_retain_graph_and_frees_them_otherwi
         np.testing.assert_array_equal(a, p.grad.data)
     with pytest.raises(cr.GraphError, match="second time"):
         loss.backward()
+
+
+def test_fusing_runs_stop_where_bits_or_memory_would_differ():
+    """A run stops at a parameter of another dtype or one an earlier layer uses (the engine
+    would cast or add gradients differently), and a recorded run ends on an output of at most
+    64 KiB (the gradient the op receives stays held through its backward)."""
+    cr.manual_seed(0)
+    tied = nn.Linear(6, 6)
+    mixed = nn.Linear(6, 6, dtype="float64")
+    cases = [
+        (nn.Sequential(nn.Linear(3, 6), nn.ReLU(), tied, nn.ReLU(), tied, nn.ReLU(), tied),
+         ["Linear", "Perceptron", "Perceptron", "Sum"]),  # L R t R | t R | t
+        (nn.Sequential(nn.Linear(3, 6), nn.ReLU(), mixed, nn.ReLU(), nn.Linear(6, 2, dtype="float64")),
+         ["Linear", "Linear", "Perceptron", "ReLU", "Sum"]),  # L R | m | R | L
+        (nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2048)),  # 16 x 2048: 128 KiB
+         ["Linear", "Perceptron", "Sum"]),
+    ]
+    x = cr.randn(16, 3)
+    for model, fused_ops in cases:
+        model.zero_grad()
+        plain_out = model(x)
+        plain_out.sum().backward()
+        plain = [p.grad.data.copy() for p in model.parameters()]
+        model.zero_grad()
+        with nn.fusing():
+            out = model(x)
+            assert _ops_of(out.sum()) == fused_ops
+            out.sum().backward()
+        np.testing.assert_array_equal(out.numpy(), plain_out.numpy())
+        for a, p in zip(plain, model.parameters()):
+            np.testing.assert_array_equal(a, p.grad.data)
+    with nn.fusing(), cr.no_grad():  # unrecorded: any size
+        assert cases[2][0](x).grad_fn is None
+
+
+def test_fused_run_of_several_layers_refuses_create_graph_one_layer_has_it():
+    cr.manual_seed(0)
+    x = cr.randn(5, 3, dtype="float64")
+    w1, b1 = cr.randn(4, 3, dtype="float64", requires_grad=True), cr.randn(4, dtype="float64", requires_grad=True)
+    w2 = cr.randn(2, 4, dtype="float64", requires_grad=True)
+    loss = cr.nn.functional.perceptron(x, [(w1, b1), (w2, None)]).tanh().sum()
+    with pytest.raises(cr.GraphError, match="second derivative"):
+        cr.grad(loss, [w2], create_graph=True)
+    # one layer (F.linear_relu): its only kept arrays are its input and output, graph nodes both
+    assert cr.gradgradcheck(lambda w, b: cr.nn.functional.linear_relu(x, w, b).tanh(), [w1, b1])
+
+
+def test_fused_run_keeps_the_first_weight_only_for_the_input_gradient():
+    """As nn.Linear: with an input needing no gradient, the first weight is not saved, so an
+    in-place change to it between forward and backward is no error."""
+    cr.manual_seed(0)
+    model = nn.MLP([3, 8, 2])
+    x = cr.randn(4, 3)
+    with nn.fusing():
+        loss = model(x).sum()
+    with cr.no_grad():
+        model.layers[0].weight.add_(1.0)
+    loss.backward()
+    assert model.layers[0].weight.grad is not None
+    assert cr.nn.functional.perceptron(x, (p for p in [(model.layers[0].weight, None)])).shape == (4, 8)

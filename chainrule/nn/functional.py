@@ -2,8 +2,8 @@
 normalisation, embedding, linear and the losses as functions of Tensors.
 
 Everything here is composed from primitives (no backward code); `linear`, `linear_relu` and
-`perceptron` are the engine's fused nodes and `gelu` uses the Erf primitive. Activations are element-wise: any
-shape in, the same shape out. `inplace=` is accepted for PyTorch compatibility; results are always new tensors.
+`perceptron` are the engine's fused nodes and `gelu` uses the Erf primitive. Activations are
+element-wise: any shape in, the same shape out. `inplace=` is accepted for PyTorch compatibility; results are always new tensors.
 """
 import math
 
@@ -12,7 +12,8 @@ import numpy as np
 from chainrule import ops
 from chainrule.autograd import no_grad
 from chainrule.errors import ArgumentError, shape_error
-from chainrule.functional import linear, linear_relu, one_hot, perceptron  # noqa: F401  (re-exported)
+from chainrule.functional import (linear, linear_relu, one_hot,  # noqa: F401  (re-exported)
+                                  perceptron)
 from chainrule.ops import log_softmax, softmax  # noqa: F401
 from chainrule.random import rng
 from chainrule.tensor import Tensor

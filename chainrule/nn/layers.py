@@ -66,27 +66,36 @@ def _perceptron(modules, i, x):
     """The run Linear, ReLU, Linear, ReLU, ... from modules[i] as one op (F.perceptron), when it
     has two modules or more: (output, index after the run), else None.
 
-    Memory: the op's backward frees each activation once used, as the layers' nodes do, but the
-    gradient it receives stays held until it returns. A recorded run that would end on a ReLU
-    (its gradient activation-sized) takes that ReLU in only up to 64 KiB of activation, where
-    one node fewer saves time that counts (bench W2); an unrecorded run always."""
-    layers, j, n, relu_last = [], i, len(modules), False
-    while j < n and fusable(modules[j], Linear):
-        lin = modules[j]
-        layers.append((lin.weight, lin.bias))
-        j += 1
-        if not (j < n and fusable(modules[j], ReLU)):
-            break
-        if j + 1 < n and fusable(modules[j + 1], Linear):
-            j += 1
+    The run stops where the bits could differ from the layers one by one: at a parameter of
+    another dtype than x, or one that an earlier layer of the run uses too. Memory: the op's
+    backward frees each activation once used, as the layers' nodes do, but the gradient it
+    receives stays held until it returns, so a recorded run ends on an output of at most 64 KiB
+    (shorter runs where needed; one node fewer saves time that counts where activations are
+    small, bench W2); an unrecorded run (inference) takes any size."""
+    run, seen, n = [], set(), len(modules)  # run: the Linear and ReLU modules, in order
+    while i + len(run) < n:
+        m = modules[i + len(run)]
+        if fusable(m, ReLU) and run and run[-1] is not ReLU:
+            run.append(ReLU)
             continue
-        out_bytes = math.prod(x.shape[:-1]) * lin.out_features * x.dtype.itemsize
-        if out_bytes <= _FUSED_GRAD_BYTES or not is_grad_enabled():
-            j, relu_last = j + 1, True
-        break
-    if j - i < 2:
+        params = (m.weight, m.bias) if fusable(m, Linear) else ()
+        if not params or any(p is not None and (id(p) in seen or p.dtype != x.dtype)
+                             for p in params):
+            break
+        seen.update(id(p) for p in params)
+        run.append(m)
+    if is_grad_enabled():
+        rows = math.prod(x.shape[:-1]) * x.dtype.itemsize
+        while run and rows * _last_linear(run).out_features > _FUSED_GRAD_BYTES:
+            run.pop()
+    if len(run) < 2:
         return None
-    return F.perceptron(x, layers, relu_last), j
+    layers = [(m.weight, m.bias) for m in run if m is not ReLU]
+    return F.perceptron(x, layers, relu_last=run[-1] is ReLU), i + len(run)
+
+
+def _last_linear(run):
+    return run[-1] if run[-1] is not ReLU else run[-2]
 
 
 _FUSED_GRAD_BYTES = 1 << 16

@@ -390,8 +390,9 @@ class Sequential(_Numbered):
     has a forward hook or something watches each op (cr.viz.record, detect_anomaly, a compile
     trace)."""
 
-    fusions = {}  # type of a run's first module -> fn(modules, i, x): (output, index after the
-    fuse = False  # run) or None; set by fusing()
+    # type of a run's first module -> fn(modules, i, x): (output, index after the run) or None
+    fusions = {}
+    fuse = False  # set by fusing()
 
     def __init__(self, *modules):
         super().__init__()

@@ -5,7 +5,7 @@
 import numpy as np
 
 from chainrule.autograd import Function, constant_ones
-from chainrule.errors import ArgumentError, shape_error
+from chainrule.errors import ArgumentError, GraphError, shape_error
 
 
 class Linear(Function):
@@ -53,7 +53,8 @@ class Linear(Function):
             lines.append(f"{k.temp('gx')} = {g} @ {w}")
         if need[1]:
             gw = k.temp("gw")
-            lines.append(f"{gw} = np.matmul({g}.T, {x}, order={getattr(k.ctx, 'weight_order', 'C')!r})")
+            order = getattr(k.ctx, "weight_order", "C")
+            lines.append(f"{gw} = np.matmul({g}.T, {x}, order={order!r})")
             results[1] = (gw, True)
         if len(need) > 2 and need[2]:
             results[2] = (k.temp("gb"), True)
@@ -73,11 +74,14 @@ class Perceptron(Function):
     W(L), b(L)): x (..., d0) -> (..., dL), W(l) (d_l, d_l-1), b(l) (d_l,) or None.
 
     Forward and backward are Linear's and ReLU's lines in a loop (the ReLU in place on the fresh
-    product, the mask in place on a gradient backward made itself), so the numbers are the same
-    to the bit as the layers one by one, with one node instead of 2L - 1. Backward lets go of
-    each kept activation once it is used, so at its peak it holds what the layers would, and the
-    gradient it received (the engine holds that until backward returns). nn.Sequential runs a
-    run of Linear, ReLU modules as this op inside `nn.fusing()`."""
+    product, the mask in place on a gradient backward made itself), so the numbers are those of
+    the layers one by one, to the bit when the arrays share one dtype and no parameter serves two
+    layers (the engine would add such a parameter's gradients in another order); one node instead
+    of 2L - 1. Backward lets go of each kept activation once it is used, so at its peak it holds
+    what the layers would, plus the gradient it received (the engine holds that until backward
+    returns). Its hidden activations are its own arrays, not graph nodes, so with more than one
+    layer it has no second derivative: create_graph raises. nn.Sequential runs a run of Linear,
+    ReLU modules as this op inside `nn.fusing()`."""
 
     @staticmethod
     def forward(ctx, x, relu_last, *params):
@@ -89,32 +93,44 @@ class Perceptron(Function):
             h = affine(h, w, b)
             if l < layers - 1 or relu_last:
                 np.maximum(h, 0, out=h)
-        if ctx.needs_input_grad:
-            if not ctx.needs_input_grad[2]:  # the input is kept only for dL/dW(1)
-                kept[0] = None
-            ctx.save_for_backward(*kept, h if relu_last else None, *params[::2])
+        need = ctx.needs_input_grad
+        if need:  # as Linear: x only for dL/dW(1), W(1) only for dL/dx
+            weights = list(params[::2])
+            kept[0], weights[0] = x if need[2] else None, weights[0] if need[0] else None
+            ctx.save_for_backward(*kept, h if relu_last else None, *weights)
             ctx.relu_last, ctx.orders = relu_last, [weight_order(w) for w in params[::2]]
         return h
 
     @staticmethod
     def backward(ctx, grad):
         need, layers = ctx.needs_input_grad, (len(ctx.needs_input_grad) - 2) // 2
+        if layers > 1 and not isinstance(grad, np.ndarray):
+            raise GraphError("create_graph: a fused Perceptron of several layers has no second "
+                             "derivative (its hidden activations are not graph nodes); build the "
+                             "graph outside nn.fusing(), or with one layer per op")
         kept = ctx.take_saved()  # [x, h(1), ..., h(L-1), relu_last's output or None, W(1), ...]
         weights = kept[layers + 1:]
         del kept[layers + 1:]
+        below = [need[0]]  # below[l]: does anything under layer l need a gradient?
+        for l in range(1, layers):
+            below.append(below[-1] or need[2 * l] or need[2 * l + 1])
         grads, g, owned = [None] * len(need), grad, False
         for l in range(layers - 1, -1, -1):
             if l < layers - 1 or ctx.relu_last:  # dL/d(pre-activation) of layer l
                 y, kept[l + 1] = kept[l + 1], None
-                if owned and isinstance(g, np.ndarray):
+                if owned:
                     np.multiply(g, y > 0, out=g)
                 else:
                     g = g * (y > 0)
                 del y
             g, grads[2 + 2 * l], grads[3 + 2 * l] = affine_grads(
-                g, kept[l], weights[l], (l > 0 or need[0], need[2 + 2 * l], need[3 + 2 * l]),
+                g, kept[l], weights[l], (below[l], need[2 + 2 * l], need[3 + 2 * l]),
                 ctx.orders[l])
-            owned = True
+            if not below[l]:
+                break
+            owned = isinstance(g, np.ndarray)
+            if l and g.dtype != kept[l].dtype:  # as the engine casts each layer's gradient
+                g = g.astype(kept[l].dtype)
         grads[0] = g
         return tuple(grads)
 
@@ -123,7 +139,8 @@ class Perceptron(Function):
         shape, params = np.shape(arrays[0]), arrays[2:]
         for w, b in zip(params[::2], params[1::2]):  # the first layer that does not fit
             w_shape, b_shape = np.shape(w), np.shape(b) if b is not None else None
-            if len(w_shape) != 2 or shape[-1:] != w_shape[1:] or b_shape not in (None, w_shape[:1]):
+            bad_bias = b_shape not in (None, (), w_shape[:1])
+            if len(w_shape) != 2 or shape[-1:] != w_shape[1:] or bad_bias:
                 return affine_shape_error(shape, w_shape, b_shape)
             shape = shape[:-1] + w_shape[:1]
         return err
