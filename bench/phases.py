@@ -65,6 +65,7 @@ def measure(workload="W2", steps=2000, reps=5, quick=False):
         "eager forward + loss": (eager, steps, 1),
         "eager forward + backward": (backward_of(eager), steps, 1),
         "eager whole step": (step_of(eager), steps, 1),
+        "eager whole step, fused as in cr.fit": (cr.nn.fusing()(step_of(eager)), steps, 1),
         "compiled forward + loss": (lambda: compiled(x, y), steps, 1),
         "compiled forward + backward": (backward_of(lambda: compiled(x, y)), steps, 1),
         "compiled whole step": (step_of(lambda: compiled(x, y)), steps, 1),

@@ -148,7 +148,9 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
         for epoch in range(start + 1, epochs + 1):
             run.epoch = epoch
             model.train()
-            began, seen, loss_sum, outputs, targets = time.perf_counter(), 0, 0.0, _Rows(), _Rows()
+            rows = len(train_loader.dataset)
+            began, seen, loss_sum = time.perf_counter(), 0, 0.0
+            outputs, targets = _Rows(rows), _Rows(rows)
             bar = _progress_bar(progress, len(train_loader), f"epoch {epoch}/{epochs}")
             step = 0
             for x, y in train_loader:  # not enumerate: its reused result tuple keeps the batch
@@ -265,23 +267,32 @@ def _inference(model):
 # ---- helpers ----------------------------------------------------------------------------------
 class _Rows:
     """The rows of every batch of a stream (an epoch's model outputs, or its targets), copied
-    into one array that doubles when full: no batch array stays alive, nothing to concatenate."""
+    into one array made for `expected` rows (that many or more: it doubles when full), so no
+    batch array stays alive and nothing is concatenated at the end."""
 
-    def __init__(self):
-        self.array, self.n = None, 0
+    def __init__(self, expected=0):
+        self.array, self.n, self.expected = None, 0, expected
 
     def add(self, batch):
-        n, k = self.n, len(batch)
+        n = self.n
+        end = n + len(batch)
+        array = self.array
+        if array is None or end > len(array) or batch.shape[1:] != array.shape[1:]:
+            array = self._grown(batch, end)
+        array[n:end] = batch
+        self.n = end
+
+    def _grown(self, batch, end):
+        """Room for at least `end` rows, refusing a batch whose rows differ from the first's."""
         if self.array is not None and batch.shape[1:] != self.array.shape[1:]:
             raise shape_error("collecting batch rows", batch.shape, self.array.shape,
                               detail="every batch must have the first one's trailing shape")
-        if self.array is None or n + k > len(self.array):
-            grown = np.empty((2 * (n + k),) + batch.shape[1:], batch.dtype)
+        if self.array is None or end > len(self.array):
+            grown = np.empty((max(2 * end, self.expected),) + batch.shape[1:], batch.dtype)
             if self.array is not None:
-                grown[:n] = self.array[:n]
+                grown[:self.n] = self.array[:self.n]
             self.array = grown
-        self.array[n:n + k] = batch
-        self.n = n + k
+        return self.array
 
     def all(self):
         """The rows so far, as one array (a view)."""

@@ -199,3 +199,18 @@ def test_phases_diagnostic_reports_every_phase():
     assert {"eager whole step", "compiled whole step", "optimizer step",
             "hand-written NumPy step (an epoch / its steps)"} <= set(result)
     assert all(us > 0 for us in result.values())  # what it shows is measured, not tested
+
+
+def test_report_marks_a_disturbed_workload_and_shows_best_ratios():
+    report = _bench_module("report")
+
+    def row(times):
+        return {"times": times, "median": float(np.median(times)), "min": min(times),
+                "max": max(times), "ratio": 1.0, "check": "reference"}
+    quiet, busy = row([1.0, 1.02, 1.03]), row([1.0, 1.3, 1.5])
+    fast = dict(row([1.9, 2.0, 2.2]), ratio=2.0 / 1.02, check=None)
+    run = {"workloads": {"W1": {"systems": {"numpy": quiet, "chainrule": fast}},
+                         "W2": {"systems": {"numpy": busy}}}}
+    lines = report.disturbed(run)
+    assert len(lines) == 1 and lines[0].startswith("- **W2 was disturbed**") and "1.30x" in lines[0]
+    assert "| W1 | chainrule | 2.000 | 1.900-2.200 | 1.96 | 1.90 |" in report.timing_table(run)

@@ -427,10 +427,12 @@ def test_fit_releases_the_input_batch_before_the_optimizer_step():
 
 def test_epoch_rows_grow_keep_order_and_refuse_another_shape():
     from chainrule.train import _Rows
-    rows = _Rows()
-    for k in range(1, 6):
-        rows.add(np.full((k, 2), k, np.float32))
-    assert rows.all().shape == (15, 2) and list(rows.all()[:, 0]) == [k for k in range(1, 6)
-                                                                       for _ in range(k)]
-    with pytest.raises(cr.ShapeError, match="collecting batch rows"):
-        rows.add(np.zeros((2, 1), np.float32))
+    for expected in (0, 7, 1000):  # the row count fit expects: too few, or enough
+        rows = _Rows(expected)
+        for k in range(1, 6):
+            rows.add(np.full((k, 2), k, np.float32))
+        assert rows.all().shape == (15, 2) and list(rows.all()[:, 0]) == [
+            k for k in range(1, 6) for _ in range(k)]
+        assert len(rows.array) == (1000 if expected == 1000 else 20)  # made once when enough
+        with pytest.raises(cr.ShapeError, match="collecting batch rows"):
+            rows.add(np.zeros((2, 1), np.float32))
