@@ -752,10 +752,10 @@ def test_fusing_ends_a_recorded_run_on_a_relu_only_for_small_activations(monkeyp
     mlp = nn.MLP([4, 128, 2])
     small, large = cr.randn(128, 4), cr.randn(129, 4)  # 128 x 128 float32 is exactly 64 KiB
     runs = []
-    perceptron = cr.nn.functional.perceptron
-    monkeypatch.setattr(cr.nn.functional, "perceptron",
-                        lambda x, layers, relu_last=False: runs.append((x.shape, len(layers), relu_last))
-                        or perceptron(x, layers, relu_last))
+    apply = cr.ops.fused.Perceptron.apply
+    monkeypatch.setattr(cr.ops.fused.Perceptron, "apply",
+                        lambda x, relu_last, *params: runs.append((x.shape, len(params) // 2, relu_last))
+                        or apply(x, relu_last, *params))
     with nn.fusing():
         assert _ops_of(head(small).sum()) == ["Perceptron", "Sum"]
         assert _ops_of(head(large).sum()) == ["Linear", "ReLU", "Sum"]

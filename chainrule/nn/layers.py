@@ -15,6 +15,7 @@ from chainrule.nn import init
 from chainrule.nn.activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh
 from chainrule.nn.module import Module, Sequential, fusable
 from chainrule.nn.parameter import Buffer, Parameter
+from chainrule.ops.fused import Perceptron
 
 
 def _float(dtype):
@@ -63,8 +64,9 @@ class Linear(Module):
 
 
 def _perceptron(modules, i, x):
-    """The run Linear, ReLU, Linear, ReLU, ... from modules[i] as one op (F.perceptron), when it
-    has two modules or more: (output, index after the run), else None.
+    """The run Linear, ReLU, Linear, ReLU, ... from modules[i] as one op (ops.fused.Perceptron,
+    F.perceptron's node), when it has two modules or more: (output, index after the run), else
+    None.
 
     The run stops where the bits could differ from the layers one by one: at a parameter of
     another dtype than x, or one that an earlier layer of the run uses too. Memory: the op's
@@ -72,30 +74,35 @@ def _perceptron(modules, i, x):
     receives stays held until it returns, so a recorded run ends on an output of at most 64 KiB
     (shorter runs where needed; one node fewer saves time that counts where activations are
     small, bench W2); an unrecorded run (inference) takes any size."""
-    run, seen, n = [], set(), len(modules)  # run: the Linear and ReLU modules, in order
-    while i + len(run) < n:
-        m = modules[i + len(run)]
-        if fusable(m, ReLU) and run and run[-1] is not ReLU:
-            run.append(ReLU)
-            continue
-        params = (m.weight, m.bias) if fusable(m, Linear) else ()
-        if not params or any(p is not None and (id(p) in seen or p.dtype != x.dtype)
-                             for p in params):
+    dtype, n, j = x.dtype, len(modules), i
+    linears, params, seen, relu_last = [], [], set(), False
+    while j < n and fusable(modules[j], Linear):
+        lin = modules[j]
+        w, b = lin.weight, lin.bias
+        if w.dtype != dtype or id(w) in seen or b is not None and (b.dtype != dtype or id(b) in seen):
             break
-        seen.update(id(p) for p in params)
-        run.append(m)
-    if is_grad_enabled():
-        rows = math.prod(x.shape[:-1]) * x.dtype.itemsize
-        while run and rows * _last_linear(run).out_features > _FUSED_GRAD_BYTES:
-            run.pop()
-    if len(run) < 2:
+        seen.add(id(w))
+        seen.add(id(b))
+        linears.append(lin)
+        params += (w, b)
+        j += 1
+        relu_last = j < n and fusable(modules[j], ReLU)
+        if not relu_last:
+            break
+        j += 1
+    if is_grad_enabled():  # drop modules from the end until the output is small enough
+        row_bytes = math.prod(x.shape[:-1]) * dtype.itemsize
+        while linears and row_bytes * linears[-1].out_features > _FUSED_GRAD_BYTES:
+            j -= 1
+            if relu_last:
+                relu_last = False
+            else:
+                linears.pop()
+                del params[-2:]
+                relu_last = bool(linears)
+    if j - i < 2:
         return None
-    layers = [(m.weight, m.bias) for m in run if m is not ReLU]
-    return F.perceptron(x, layers, relu_last=run[-1] is ReLU), i + len(run)
-
-
-def _last_linear(run):
-    return run[-1] if run[-1] is not ReLU else run[-2]
+    return Perceptron.apply(x, relu_last, *params), j
 
 
 _FUSED_GRAD_BYTES = 1 << 16
