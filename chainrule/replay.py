@@ -529,9 +529,9 @@ class compile:
             fn(*call_args, **kwargs)
         ctxs = program.take_ctxs()
         tensors = [Tensor._make(o) for o in program.forward(ctxs, *arrays)]
-        if program.root_grad is not None:  # a whole training step: its backward runs in `after`
-            pass
-        elif _state.grad_enabled and program.has_backward:  # the output's node runs it
+        # a whole training step (root_grad set) runs its backward in `after`, which gives the
+        # ctx set back; otherwise the output's node runs it, or there is none to run
+        if program.root_grad is None and _state.grad_enabled and program.has_backward:
             node = _new(Replay)
             node.program = program
             node.ctxs = node._saved = ctxs
@@ -541,7 +541,7 @@ class compile:
             node.versions = [(p._version, p._version[0]) for p in program.saved_params]
             node.versions += [(tensors[n]._version, 0) for n in program.watched_outputs]
             tensors[0].requires_grad, tensors[0].grad_fn = True, node
-        else:
+        elif program.root_grad is None:
             program.give_back(ctxs)
         for call in program.after:
             if call is None:

@@ -220,7 +220,8 @@ def evaluate(model, data, loss=None, metrics=("accuracy",), batch_size=256):
     """{"loss": ..., metric: ...} of `model` on `data` in eval mode under no_grad."""
     loader = as_loader(data, batch_size, shuffle=False)
     loss_fn = loss_function(loss, loader.dataset)
-    total, seen, outputs, targets = 0.0, 0, _Rows(), _Rows()
+    total, seen = 0.0, 0
+    outputs, targets = _Rows(len(loader.dataset)), _Rows(len(loader.dataset))
     with _inference(model):
         for x, y in loader:
             out = model(x)

@@ -880,3 +880,10 @@ def test_fused_run_keeps_the_first_weight_only_for_the_input_gradient():
     loss.backward()
     assert model.layers[0].weight.grad is not None
     assert cr.nn.functional.perceptron(x, (p for p in [(model.layers[0].weight, None)])).shape == (4, 8)
+
+
+def test_perceptron_refuses_layers_that_are_not_weight_bias_pairs():
+    x, w = cr.randn(2, 3), cr.randn(4, 3)
+    for layers in ([], [(w,)], [(w, None, None)]):
+        with pytest.raises(cr.ArgumentError, match=r"perceptron: layers must be one or more \(weight, bias\) pairs"):
+            cr.nn.functional.perceptron(x, layers)

@@ -1,6 +1,5 @@
 """Datasets and the DataLoader that batches them (PyTorch's names and semantics)."""
 import abc
-
 import math
 
 import numpy as np

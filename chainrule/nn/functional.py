@@ -3,7 +3,8 @@ normalisation, embedding, linear and the losses as functions of Tensors.
 
 Everything here is composed from primitives (no backward code); `linear`, `linear_relu` and
 `perceptron` are the engine's fused nodes and `gelu` uses the Erf primitive. Activations are
-element-wise: any shape in, the same shape out. `inplace=` is accepted for PyTorch compatibility; results are always new tensors.
+element-wise: any shape in, the same shape out. `inplace=` is accepted for PyTorch
+compatibility; results are always new tensors.
 """
 import math
 

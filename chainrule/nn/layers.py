@@ -62,7 +62,6 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
-
 def _perceptron(modules, i, x):
     """The run Linear, ReLU, Linear, ReLU, ... from modules[i] as one op (ops.fused.Perceptron,
     F.perceptron's node), when it has two modules or more: (output, index after the run), else
@@ -81,8 +80,7 @@ def _perceptron(modules, i, x):
         w, b = lin.weight, lin.bias
         if w.dtype != dtype or id(w) in seen or b is not None and (b.dtype != dtype or id(b) in seen):
             break
-        seen.add(id(w))
-        seen.add(id(b))
+        seen.update((id(w), id(b)))  # id(None) too: harmless, no parameter has it
         linears.append(lin)
         params += (w, b)
         j += 1

@@ -433,8 +433,6 @@ class Sequential(_Numbered):
         self._renumber(self._modules.values())
 
 
-
-
 def fusable(module, cls):
     """Is `module` a plain `cls` (exactly), with no forward hook and no forward replaced on the
     instance, so that a fused op may run it?"""
@@ -464,6 +462,7 @@ class fusing:
             with fusing(self.enabled):
                 return fn(*args, **kwargs)
         return wrapper
+
 
 class ModuleList(_Numbered):
     """A list of modules, named '0', '1', ...; no forward of its own."""
