@@ -31,6 +31,7 @@ class _State:
     calls = ()            # callbacks(fn, args, kwargs) seeing backward and step calls: compile
     sweeping = False      # True while a backward sweep runs (ops of hooks are not the forward's)
     watching = False      # anomaly or tracers: the one flag Function.apply checks
+    sinks = None          # {leaf: fn(a, b, order)} weight gradients ops hand over: gradient_sinks
 
 
 def _update_watching():
@@ -224,6 +225,17 @@ class Function:
             self._saved, self._saved_meta = None, ()
         return saved
 
+    def sink(self, i):
+        """The gradient sink (see `gradient_sinks`) of input i, a leaf, or None: a backward that
+        makes that input's gradient as a product a @ b may call `sink(a, b, order)` instead, and
+        returns None for it when the sink returns True (it took the gradient)."""
+        sinks = _state.sinks
+        if sinks:
+            for e in self.edges:
+                if e[0] == i:
+                    return sinks.get(e[1])
+        return None
+
     def saved_arrays(self):
         """The arrays this node keeps for backward (none once freed)."""
         return [a for a in self._saved or () if isinstance(a, np.ndarray)]
@@ -368,6 +380,40 @@ def _needed(roots, targets):
             below.add(node)
             needed.add(node)
     return needed
+
+
+def leaf_uses(root):
+    """{leaf Tensor: the number of edges into it} over the graph behind `root`."""
+    uses, seen = {}, set()
+    stack = [root.grad_fn] if root.grad_fn is not None else []
+    while stack:
+        for edge in stack.pop().edges:
+            p = edge[1]
+            if isinstance(p, Tensor):
+                uses[p] = uses.get(p, 0) + 1
+            elif p not in seen:
+                seen.add(p)
+                stack.append(p)
+    return uses
+
+
+class gradient_sinks:
+    """`with gradient_sinks({leaf: sink}): loss.backward()`: each listed leaf's gradient goes to
+    its sink as the op that makes it computes it, instead of into `.grad` (ops that support it:
+    Linear's and Perceptron's weights; others return the gradient as usual). A sink is called as
+    `sink(a, b, order)` for the gradient a @ b in memory order `order` and returns True if it
+    took it. The caller guarantees that the op's gradient is the leaf's whole gradient (one edge
+    into it, no hooks, no `.grad` yet): `optim.Optimizer.backward_and_step` uses this to update
+    weights block by block without ever holding their gradients."""
+
+    def __init__(self, sinks):
+        self.sinks = sinks
+
+    def __enter__(self):
+        self.previous, _state.sinks = _state.sinks, self.sinks
+
+    def __exit__(self, *exc):
+        _state.sinks = self.previous
 
 
 def _seq_of(node):

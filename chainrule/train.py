@@ -142,6 +142,8 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
     if resume:
         start = _restore(checkpoint_dir, model, optimizer, scheduler, generator, history, callbacks)
         run.log(f"resumed from {os.path.join(checkpoint_dir, CHECKPOINT)} after epoch {start}")
+    reads_grads = any(type(cb).on_after_backward is not Callback.on_after_backward
+                      for cb in callbacks)
     for cb in callbacks:
         cb.on_train_begin(run)
     try:
@@ -164,10 +166,13 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
                     raise _stopped(f"the loss became {value} at epoch {epoch}, step {step}",
                                    checkpoint_dir, epoch)
                 optimizer.zero_grad()
-                batch_loss.backward()
-                for cb in callbacks:
-                    cb.on_after_backward(run)
-                optimizer.step()
+                if reads_grads:
+                    batch_loss.backward()
+                    for cb in callbacks:
+                        cb.on_after_backward(run)
+                    optimizer.step()
+                else:  # large SGD weights updated inside backward, never holding their gradients
+                    optimizer.backward_and_step(batch_loss)
                 n = len(y.data)
                 seen += n
                 loss_sum += value * n

@@ -375,3 +375,95 @@ def test_sgd_step_holds_no_temporary_as_large_as_the_weight():
     tracemalloc.stop()
     assert peak < p.data.nbytes / 2
     np.testing.assert_array_equal(p.data, w0 + np.float32(-0.01) * g)  # bit for bit
+
+
+# ---- backward_and_step: large SGD weights updated inside backward --------------------------------
+def _mlp_steps(in_backward, *, dtype=np.float32, row_major=False, fused=True, steps=3, tied=False,
+               keep_grads=False, **sgd):
+    """Three SGD steps of a 700-256-64-3 MLP (W1 has 179,200 elements: two blocks); returns the
+    parameters' arrays and, for each, whether its .grad was None after the last step."""
+    cr.manual_seed(0)
+    model = cr.nn.MLP([700, 256, 64, 3])
+    params = list(model.parameters())
+    for p in params:
+        p.data = p.data.astype(dtype, order="C" if row_major else "K")
+    opt = optim.SGD(params, lr=0.1, **sgd)
+    if keep_grads:  # zero_grad(set_to_none=False) keeps these: each backward adds into them
+        for p in params:
+            p.grad = cr.tensor(np.zeros_like(p.data))
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        x = cr.tensor(rng.standard_normal((32, 700)).astype(dtype))
+        with cr.nn.fusing(fused):
+            out = model(x)
+            if tied:  # W1 used a second time: two edges into it
+                out = out + (x @ params[0].T).sum() * 1e-3
+            loss = cr.cross_entropy(out, rng.integers(0, 3, 32))
+        opt.zero_grad(set_to_none=not keep_grads)
+        if in_backward:
+            opt.backward_and_step(loss)
+        else:
+            loss.backward()
+            opt.step()
+    return [p.data for p in params], [p.grad is None for p in params]
+
+
+@pytest.mark.parametrize("options, sunk", [
+    ({}, True), ({"fused": False}, True), ({"row_major": True}, True),
+    ({"dtype": np.float64}, True), ({"maximize": True}, True), ({"weight_decay": 0.01}, True),
+    ({"momentum": 0.9}, False),        # a rule with state: through .grad
+    ({"tied": True}, False),           # W1 has two edges: its gradient is a sum
+    ({"keep_grads": True}, False),     # zeroed, not None: the gradient adds into .grad
+])
+def test_backward_and_step_gives_backward_then_step_bit_for_bit(options, sunk):
+    expected, grads_none = _mlp_steps(False, **options)
+    got, sunk_none = _mlp_steps(True, **options)
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+    assert not any(grads_none)
+    # only W1 is over BLOCK elements; its gradient went to the sink, never to .grad
+    assert sunk_none == [sunk] + [False] * 5
+
+
+def test_backward_and_step_never_holds_the_whole_weight_gradient():
+    from chainrule.optim.optimizer import BLOCK
+    layer = cr.nn.Linear(1024, 1024)  # a 4 MiB weight gradient; its blocks are 512 KiB
+    opt = optim.SGD(layer.parameters(), lr=0.1)
+    x = cr.tensor(np.random.default_rng(0).standard_normal((64, 1024), dtype=np.float32))
+    peaks = []
+    for in_backward in (False, True):
+        loss = layer(x).sum()
+        opt.zero_grad()
+        tracemalloc.start()
+        if in_backward:
+            opt.backward_and_step(loss)
+        else:
+            loss.backward()
+            opt.step()
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    del loss
+    assert peaks[0] >= layer.weight.data.nbytes
+    assert peaks[1] < 4 * BLOCK + 4 * 64 * 1024 + 16 * 1024  # a block, the output's gradient
+
+
+def test_backward_and_step_in_a_compiled_step_replays_backward_and_step():
+    def run(compiled):
+        cr.manual_seed(0)
+        model = cr.nn.MLP([700, 256, 3])
+        opt = optim.SGD(model.parameters(), lr=0.1)
+
+        def step(x, y):
+            loss = cr.cross_entropy(model(x), y)
+            opt.zero_grad()
+            opt.backward_and_step(loss)
+            return loss
+
+        step = cr.compile(step) if compiled else step
+        rng = np.random.default_rng(2)
+        for _ in range(3):
+            step(cr.tensor(rng.standard_normal((16, 700), dtype=np.float32)),
+                 rng.integers(0, 3, 16))
+        return [p.data for p in model.parameters()]
+    for a, b in zip(run(False), run(True)):
+        np.testing.assert_array_equal(a, b)

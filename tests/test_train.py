@@ -436,3 +436,30 @@ def test_epoch_rows_grow_keep_order_and_refuse_another_shape():
         assert len(rows.array) == (1000 if expected == 1000 else 20)  # made once when enough
         with pytest.raises(cr.ShapeError, match="collecting batch rows"):
             rows.add(np.zeros((2, 1), np.float32))
+
+
+def test_fit_updates_large_sgd_weights_inside_backward_unless_a_callback_reads_gradients():
+    """cr.fit steps through backward_and_step: the same weights as backward(); step(), without
+    the large weight's .grad; a callback's on_after_backward still sees every gradient."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((48, 600), dtype=np.float32), rng.integers(0, 3, 48)
+
+    def train(*callbacks):
+        cr.manual_seed(0)
+        model = cr.nn.MLP([600, 256, 3])  # W1: 153,600 elements, over optim's BLOCK
+        cr.fit(model, (X, y), loss="cross_entropy", epochs=2, batch_size=16, progress=False,
+               optimizer=cr.optim.SGD(model.parameters(), lr=0.1), generator=cr.Generator(0),
+               callbacks=callbacks)
+        return model
+
+    seen = []
+
+    class Reader(cr.train.Callback):
+        def on_after_backward(self, run):
+            seen.append(all(p.grad is not None for p in run.model.parameters()))
+
+    a, b = train(), train(Reader())
+    assert a.layers[0].weight.grad is None and a.layers[0].bias.grad is not None
+    assert seen == [True] * 6 and b.layers[0].weight.grad is not None
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)

@@ -27,7 +27,7 @@ class Linear(Function):
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         return affine_grads(grad, x, weight, (need[0], need[1], len(need) > 2 and need[2]),
-                            ctx.weight_order)
+                            ctx.weight_order, ctx.sink(1))
 
     # replay kernels (chainrule.replay.Site): the lines above, for 2-D inputs of one dtype
     @staticmethod
@@ -125,7 +125,7 @@ class Perceptron(Function):
                 del y
             g, grads[2 + 2 * l], grads[3 + 2 * l] = affine_grads(
                 g, kept[l], weights[l], (below[l], need[2 + 2 * l], need[3 + 2 * l]),
-                ctx.orders[l])
+                ctx.orders[l], ctx.sink(2 + 2 * l))
             if not below[l]:
                 break
             owned = isinstance(g, np.ndarray)
@@ -162,9 +162,10 @@ def weight_order(weight):
     return "F" if weight.flags.f_contiguous and not weight.flags.c_contiguous else "C"
 
 
-def affine_grads(grad, x, weight, need, order):
+def affine_grads(grad, x, weight, need, order, sink=None):
     """The gradients (x, weight, bias) of x @ weight.T + bias for output gradient `grad`, each
-    None unless `need` (three flags) asks for it; the weight's in memory order `order`."""
+    None unless `need` (three flags) asks for it; the weight's in memory order `order`, or handed
+    to `sink` (autograd.gradient_sinks), after the input's gradient has used the weight."""
     need_x, need_w, need_b = need
     gx = grad @ weight if need_x else None
     if not (need_w or need_b):
@@ -175,7 +176,7 @@ def affine_grads(grad, x, weight, need, order):
     if not isinstance(grad, np.ndarray):  # create_graph: the same formulas on Tensors
         return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
     gw = gb = None
-    if need_w:  # a fresh array (not a view: it can become .grad)
+    if need_w and not (sink and sink(grad.T, x, order)):  # fresh, not a view: it becomes .grad
         gw = np.matmul(grad.T, x, order=order)
     if need_b:  # the row sum as ones @ grad: one BLAS call, about half NumPy's reduce
         gb = constant_ones(grad.shape[:1], grad.dtype) @ grad

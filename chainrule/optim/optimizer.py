@@ -8,10 +8,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from chainrule.autograd import enable_grad, step_call
+from chainrule.autograd import _state, enable_grad, gradient_sinks, leaf_uses, step_call
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.nn.utils import zero_grads
 from chainrule.tensor import Tensor
+
+
+BLOCK = 1 << 17  # most elements of a weight gradient backward_and_step makes at once (512 KiB
+#                 of float32), unless BLAS would repack more for each block (see _block_sink)
 
 
 class Optimizer:
@@ -51,6 +55,7 @@ class Optimizer:
         if len(set(params)) != len(params) or any(p in seen for p in params):
             raise ArgumentError("some parameters appear more than once in the parameter groups")
         self.param_groups.append({**self.defaults, **param_group, "params": params})
+        self._large = None  # backward_and_step's large parameters: found again on next use
 
     @step_call
     def zero_grad(self, set_to_none=True):
@@ -76,6 +81,37 @@ class Optimizer:
             if p.grad is not None:
                 update(p.data, -p.grad.data if maximize else p.grad.data, state[p], group)
                 p._version[0] += 1
+
+    def backward_and_step(self, loss):
+        """`loss.backward()` then `step()`, the same numbers, but each large weight of a group
+        with a `block_update` is updated inside the backward sweep, a block at a time as its
+        gradient is made, so that gradient is never held whole (its `.grad` stays None, as after
+        `zero_grad()`). Only for weights of Linear and fused-perceptron ops that are used once in
+        the graph and have no `.grad` and no hooks; everything else goes through `.grad` as
+        usual. `cr.fit` trains this way unless a callback reads the gradients."""
+        if self._large is None:  # (group index, its parameters over BLOCK elements)
+            self._large = [(i, large) for i, g in enumerate(self.param_groups)
+                           for large in [[p for p in g["params"] if p.data.size > BLOCK]] if large]
+        # compile, viz and the memory ledger must see every op and call, anomaly every gradient
+        watched = _state.calls or _state.tracers or _state.anomaly
+        sinks = None
+        if self._large and not watched:
+            uses = leaf_uses(loss)
+            sinks = {p: _block_sink(p, update) for i, large in self._large
+                     for update in [self.block_update(self.param_groups[i])] if update is not None
+                     for p in large if uses.get(p) == 1 and p.grad is None and not p._hooks}
+        if sinks:
+            with gradient_sinks(sinks):
+                loss.backward()
+        else:
+            loss.backward()
+        self.step()
+
+    def block_update(self, group):
+        """None, or fn(p, g) updating any block `p` of a parameter from the same block `g` of its
+        gradient (which it may overwrite): for rules that are element-wise and keep no state
+        under this group's options (SGD without momentum)."""
+        return None
 
     def update(self, p, g, state, group):
         """Update the array `p` in place from its gradient `g` (never written to); `state` is this
@@ -123,6 +159,7 @@ class Optimizer:
             if p is not None:
                 state[p] = {k: _load_value(k, v, p, i) for k, v in pstate.items()}
         self.state = state
+        self._large = None
         self.param_groups = [{**group, **{k: v for k, v in s.items() if k != "params"},
                               "params": group["params"]}
                              for group, s in zip(self.param_groups, saved)]
@@ -145,3 +182,33 @@ def _load_value(name, value, p, i):
     arr = np.empty_like(p.data)  # the parameter's dtype and memory order
     np.copyto(arr, value, casting="unsafe")
     return arr
+
+
+def _block_sink(p, update):
+    """A gradient sink (autograd.gradient_sinks) that updates p from its gradient a @ b, made in
+    equal blocks into one buffer: ranges of columns for a column-major ("F") product, of rows for
+    a row-major one. A block has at most BLOCK elements, or as many as the operand every block
+    reads whole (a, or b) if that is more, so BLAS's repacking of it costs little; a gradient
+    that fits in one block is left to the engine (the sink returns False)."""
+    def sink(a, b, order):
+        if not (a.dtype == b.dtype == p.dtype and a.ndim == b.ndim == 2):
+            return False
+        m, n = a.shape[0], b.shape[1]
+        by_columns = order == "F"
+        length, across = (n, m) if by_columns else (m, n)  # split `length` lines of `across`
+        blocks = -(-m * n // max(BLOCK, a.size if by_columns else b.size))
+        if blocks < 2:
+            return False
+        width = -(-length // blocks)
+        buf = np.empty((across, width) if by_columns else (width, across), p.dtype, order=order)
+        for start in range(0, length, width):
+            part = slice(start, start + width)
+            if by_columns:
+                block = np.matmul(a, b[:, part], out=buf[:, :min(width, n - start)])
+                update(p.data[:, part], block)
+            else:
+                block = np.matmul(a[part], b, out=buf[:min(width, m - start)])
+                update(p.data[part], block)
+        p._version[0] += 1
+        return True
+    return sink
