@@ -366,8 +366,9 @@ def notes(results, quick):
         f"the floor for a training step that keeps every gradient until the optimizer step is "
         f"x + dL/dz1 + all parameter gradients, live while layer 1's backward computes dL/dW1: "
         f"{floor_bytes(sizes, batch) / MB:.3f} MB for {'-'.join(map(str, sizes))}, batch {batch}; "
-        f"the hand-written NumPy updates each weight as soon as its gradient is done, so this "
-        f"floor does not bind it",
+        f"the hand-written NumPy updates each weight as soon as its gradient is done, and cr.fit "
+        f"makes and applies dL/dW1 a block at a time inside backward "
+        f"(optim.Optimizer.backward_and_step), so this floor binds neither",
         f"verdict: chainrule's exact training peak against torch's; within {PARITY:.0%} of it "
         f"either way is parity (not below), not a pass",
         "tracemalloc peak: NumPy arrays and Python objects (lists, dicts, Tensor wrappers, graph "
