@@ -226,12 +226,12 @@ class Function:
         return saved
 
     def sink(self, i):
-        """The gradient sink (see `gradient_sinks`) of input i, a leaf, or None: a backward that
-        makes that input's gradient as a product a @ b may call `sink(a, b, order)` instead, and
-        returns None for it when the sink returns True (it took the gradient)."""
+        """The sink (see `gradient_sinks`) for the leaf that input i came from, or None. A backward
+        that makes that input's gradient as a product a @ b may call `sink(a, b, order)` instead,
+        and returns None for it when the sink returns True (it took the gradient)."""
         sinks = _state.sinks
         if sinks:
-            for e in self.edges:
+            for e in getattr(self, "edges", ()):  # a replayed op's ctx has none
                 if e[0] == i:
                     return sinks.get(e[1])
         return None
@@ -382,19 +382,38 @@ def _needed(roots, targets):
     return needed
 
 
-def leaf_uses(root):
-    """{leaf Tensor: the number of edges into it} over the graph behind `root`."""
-    uses, seen = {}, set()
-    stack = [root.grad_fn] if root.grad_fn is not None else []
+def sole_leaves(root, leaves):
+    """The `leaves` whose gradient one op of the graph behind `root` makes alone, and which that
+    op could update in place once it has used them: one edge leads to each, and no other node
+    keeps its array (or a view of it, or the array it is a view of), and no other leaf shares it."""
+    users, keepers, owners = {}, {}, {}
+    stack, seen = ([root.grad_fn] if root.grad_fn is not None else []), set()
     while stack:
-        for edge in stack.pop().edges:
+        node = stack.pop()
+        for a in node._saved or ():
+            if isinstance(a, np.ndarray):
+                keepers.setdefault(id(_base(a)), set()).add(node)
+        for edge in node.edges:
             p = edge[1]
             if isinstance(p, Tensor):
-                uses[p] = uses.get(p, 0) + 1
+                users.setdefault(p, []).append(node)
+                owners.setdefault(id(_base(p.data)), set()).add(p)
             elif p not in seen:
                 seen.add(p)
                 stack.append(p)
-    return uses
+    sole = []
+    for p in leaves:
+        nodes, base = users.get(p, ()), id(_base(p.data))
+        if len(nodes) == 1 and owners[base] == {p} and keepers.get(base, set()) <= {nodes[0]}:
+            sole.append(p)
+    return sole
+
+
+def _base(array):
+    """The array that owns `array`'s memory (itself unless it is a view)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 class gradient_sinks:
@@ -402,9 +421,11 @@ class gradient_sinks:
     its sink as the op that makes it computes it, instead of into `.grad` (ops that support it:
     Linear's and Perceptron's weights; others return the gradient as usual). A sink is called as
     `sink(a, b, order)` for the gradient a @ b in memory order `order` and returns True if it
-    took it. The caller guarantees that the op's gradient is the leaf's whole gradient (one edge
-    into it, no hooks, no `.grad` yet): `optim.Optimizer.backward_and_step` uses this to update
-    weights block by block without ever holding their gradients."""
+    took it. The caller guarantees that the op's gradient is the leaf's whole gradient and that
+    nothing else reads the leaf's array (`sole_leaves`; no hooks, no `.grad` yet):
+    `optim.Optimizer.backward_and_step` uses this to update weights block by block without ever
+    holding their gradients. Only the outermost plain sweep uses sinks: not a backward run
+    inside another (checkpointing, a hook), nor `cr.grad`, nor create_graph."""
 
     def __init__(self, sinks):
         self.sinks = sinks
@@ -491,7 +512,10 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
         needed = _needed([o.grad_fn or o for o in outputs], capture)
     aliased = set(map(id, roots_g))  # arrays that must be copied before a leaf owns them
     anomaly = _state.anomaly
-    prev = _state.grad_enabled, _state.create_graph, _state.retain_graph, _state.sweeping
+    prev = (_state.grad_enabled, _state.create_graph, _state.retain_graph, _state.sweeping,
+            _state.sinks)
+    if _state.sweeping or inputs is not None or create_graph:  # see gradient_sinks
+        _state.sinks = None
     _state.grad_enabled = _state.create_graph = create_graph
     _state.retain_graph, _state.sweeping = retain_graph, True
     try:
@@ -538,7 +562,8 @@ def backward(outputs, grad_outputs=None, retain_graph=None, create_graph=False, 
                     heappush(heap, (-p._seq, p))
         to_leaves(leaves, grads, aliased, capture, create_graph)
     finally:
-        _state.grad_enabled, _state.create_graph, _state.retain_graph, _state.sweeping = prev
+        (_state.grad_enabled, _state.create_graph, _state.retain_graph, _state.sweeping,
+         _state.sinks) = prev
     if capture is not None:
         return [capture[t.grad_fn or t] for t in inputs]
 

@@ -121,8 +121,9 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
     loss: a callable (output, target) -> scalar Tensor, or a name ("cross_entropy", "mse", "l1",
     "huber", "bce_with_logits"); by default cross-entropy for integer targets, else MSE.
     optimizer: by default Adam(lr=1e-3); each step is `optimizer.backward_and_step(loss)` (large
-    weights of plain SGD updated inside backward), or backward, every callback's
-    `on_after_backward`, then `step()` when a callback defines that hook (it may read `.grad`).
+    weights of plain SGD updated inside backward: they have no `.grad` afterwards), or backward,
+    every callback's `on_after_backward`, then `step()` when a callback defines that hook (it may
+    read `.grad`).
     scheduler: stepped once per epoch (ReduceLROnPlateau with the validation loss, or the
     training loss without validation data).
     checkpoint_dir: an atomic checkpoint after every epoch; `resume=True` continues from it.
@@ -145,8 +146,8 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
     if resume:
         start = _restore(checkpoint_dir, model, optimizer, scheduler, generator, history, callbacks)
         run.log(f"resumed from {os.path.join(checkpoint_dir, CHECKPOINT)} after epoch {start}")
-    reads_grads = any(type(cb).on_after_backward is not Callback.on_after_backward
-                      for cb in callbacks)
+    reads_grads = any(getattr(cb.on_after_backward, "__func__", None)
+                      is not Callback.on_after_backward for cb in callbacks)
     for cb in callbacks:
         cb.on_train_begin(run)
     try:

@@ -8,14 +8,15 @@ from collections import defaultdict
 
 import numpy as np
 
-from chainrule.autograd import _state, enable_grad, gradient_sinks, leaf_uses, step_call
+from chainrule.autograd import _state, enable_grad, gradient_sinks, sole_leaves, step_call
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.nn.utils import zero_grads
 from chainrule.tensor import Tensor
 
 
-BLOCK = 1 << 17  # most elements of a weight gradient backward_and_step makes at once (512 KiB
-#                 of float32), unless BLAS would repack more for each block (see _block_sink)
+# most elements of a weight gradient that backward_and_step makes at once (512 KiB of float32),
+# unless BLAS would repack more for each block (see _block_sink)
+BLOCK = 1 << 17
 
 
 class Optimizer:
@@ -55,7 +56,6 @@ class Optimizer:
         if len(set(params)) != len(params) or any(p in seen for p in params):
             raise ArgumentError("some parameters appear more than once in the parameter groups")
         self.param_groups.append({**self.defaults, **param_group, "params": params})
-        self._large = None  # backward_and_step's large parameters: found again on next use
 
     @step_call
     def zero_grad(self, set_to_none=True):
@@ -83,24 +83,26 @@ class Optimizer:
                 p._version[0] += 1
 
     def backward_and_step(self, loss):
-        """`loss.backward()` then `step()`, the same numbers, but each large weight of a group
-        with a `block_update` is updated inside the backward sweep, a block at a time as its
-        gradient is made, so that gradient is never held whole (its `.grad` stays None, as after
-        `zero_grad()`). Only for weights of Linear and fused-perceptron ops that are used once in
-        the graph and have no `.grad` and no hooks; everything else goes through `.grad` as
-        usual. `cr.fit` trains this way unless a callback reads the gradients."""
-        if self._large is None:  # (group index, its parameters over BLOCK elements)
-            self._large = [(i, large) for i, g in enumerate(self.param_groups)
-                           for large in [[p for p in g["params"] if p.data.size > BLOCK]] if large]
-        # compile, viz and the memory ledger must see every op and call, anomaly every gradient
-        watched = _state.calls or _state.tracers or _state.anomaly
-        sinks = None
-        if self._large and not watched:
-            uses = leaf_uses(loss)
-            sinks = {p: _block_sink(p, update) for i, large in self._large
-                     for update in [self.block_update(self.param_groups[i])] if update is not None
-                     for p in large if uses.get(p) == 1 and p.grad is None and not p._hooks}
-        if sinks:
+        """`loss.backward()` then `step()`, the same numbers, but each large float32 weight of a
+        group with a `block_update` is updated inside the backward sweep, a block at a time as
+        its gradient is made, so that gradient is never held whole (its `.grad` stays None, as
+        after `zero_grad()`). Only for contiguous weights of Linear and fused-perceptron ops that
+        nothing else in the graph uses (`autograd.sole_leaves`), with no `.grad` and no hooks;
+        everything else goes through `.grad` as usual. An exception raised inside backward (an
+        interrupt) may leave some of those weights stepped. `cr.fit` trains this way unless a
+        callback reads the gradients."""
+        large = []  # (parameter, its group's block update)
+        if not (_state.calls or _state.tracers or _state.anomaly):  # compile, viz and the memory
+            for group in self.param_groups:  # ledger see every op and call, anomaly every gradient
+                params = [p for p in group["params"] if p.data.size > BLOCK]
+                update = self.block_update(group) if params else None
+                if update is not None:
+                    large += [(p, update) for p in params if p.grad is None and not p._hooks
+                              and p.dtype == np.float32
+                              and (p.data.flags.c_contiguous or p.data.flags.f_contiguous)]
+        if large:
+            sole = set(sole_leaves(loss, [p for p, _ in large]))
+            sinks = {p: _block_sink(p, update) for p, update in large if p in sole}
             with gradient_sinks(sinks):
                 loss.backward()
         else:
@@ -159,7 +161,6 @@ class Optimizer:
             if p is not None:
                 state[p] = {k: _load_value(k, v, p, i) for k, v in pstate.items()}
         self.state = state
-        self._large = None
         self.param_groups = [{**group, **{k: v for k, v in s.items() if k != "params"},
                               "params": group["params"]}
                              for group, s in zip(self.param_groups, saved)]
