@@ -531,3 +531,20 @@ def test_backward_and_step_in_a_compiled_step_replays_backward_and_step():
         return [p.data for p in model.parameters()]
     for a, b in zip(run(False), run(True)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_backward_and_step_follows_changes_to_the_param_groups():
+    layer = cr.nn.Linear(600, 600)
+    opt = optim.SGD([layer.weight], lr=0.1)
+    x = cr.tensor(_X)
+    opt.backward_and_step((layer(x) ** 2).sum())  # W over BLOCK: updated inside backward
+    assert layer.weight.grad is None
+    opt.param_groups[0]["params"].remove(layer.weight)
+    before = layer.weight.data.copy()
+    opt.backward_and_step((layer(x) ** 2).sum())  # no longer optimized: left alone, as by step()
+    np.testing.assert_array_equal(layer.weight.data, before)
+    assert layer.weight.grad is not None
+    opt.add_param_group({"params": [layer.weight]})
+    layer.weight.grad = None
+    opt.backward_and_step((layer(x) ** 2).sum())
+    assert layer.weight.grad is None and not np.array_equal(layer.weight.data, before)

@@ -4,7 +4,7 @@
 """
 import numpy as np
 
-from chainrule.autograd import Function, constant_ones
+from chainrule.autograd import Function, _state, constant_ones
 from chainrule.errors import ArgumentError, GraphError, shape_error
 
 
@@ -27,7 +27,7 @@ class Linear(Function):
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         return affine_grads(grad, x, weight, (need[0], need[1], len(need) > 2 and need[2]),
-                            ctx.weight_order, ctx.sink(1))
+                            ctx.weight_order, ctx.sink(1) if _state.sinks else None)
 
     # replay kernels (chainrule.replay.Site): the lines above, for 2-D inputs of one dtype
     @staticmethod
@@ -114,7 +114,7 @@ class Perceptron(Function):
         below = [need[0]]  # below[l]: does anything under layer l need a gradient?
         for l in range(1, layers):
             below.append(below[-1] or need[2 * l] or need[2 * l + 1])
-        grads, g, owned = [None] * len(need), grad, False
+        grads, g, owned, sinks = [None] * len(need), grad, False, _state.sinks
         for l in range(layers - 1, -1, -1):
             if l < layers - 1 or ctx.relu_last:  # dL/d(pre-activation) of layer l
                 y, kept[l + 1] = kept[l + 1], None
@@ -125,7 +125,7 @@ class Perceptron(Function):
                 del y
             g, grads[2 + 2 * l], grads[3 + 2 * l] = affine_grads(
                 g, kept[l], weights[l], (below[l], need[2 + 2 * l], need[3 + 2 * l]),
-                ctx.orders[l], ctx.sink(2 + 2 * l))
+                ctx.orders[l], ctx.sink(2 + 2 * l) if sinks else None)
             if not below[l]:
                 break
             owned = isinstance(g, np.ndarray)

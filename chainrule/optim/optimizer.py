@@ -56,6 +56,7 @@ class Optimizer:
         if len(set(params)) != len(params) or any(p in seen for p in params):
             raise ArgumentError("some parameters appear more than once in the parameter groups")
         self.param_groups.append({**self.defaults, **param_group, "params": params})
+        self._large = None  # backward_and_step's candidates, found again on next use
 
     @step_call
     def zero_grad(self, set_to_none=True):
@@ -91,14 +92,21 @@ class Optimizer:
         everything else goes through `.grad` as usual. An exception raised inside backward (an
         interrupt) may leave some of those weights stepped. `cr.fit` trains this way unless a
         callback reads the gradients."""
+        if self._large is None:  # {group index: its parameters over BLOCK elements}
+            self._large = {i: [p for p in g["params"] if p.data.size > BLOCK]
+                           for i, g in enumerate(self.param_groups)}
+            self._large = {i: params for i, params in self._large.items() if params}
         large = []  # (parameter, its group's block update)
-        if not (_state.calls or _state.tracers or _state.anomaly):  # compile, viz and the memory
-            for group in self.param_groups:  # ledger see every op and call, anomaly every gradient
-                params = [p for p in group["params"] if p.data.size > BLOCK]
-                update = self.block_update(group) if params else None
+        # compile, viz and the memory ledger see every op and call, anomaly every gradient
+        if self._large and not (_state.calls or _state.tracers or _state.anomaly):
+            for i, params in self._large.items():
+                group = self.param_groups[i]
+                update = self.block_update(group)
                 if update is not None:
-                    large += [(p, update) for p in params if p.grad is None and not p._hooks
-                              and p.dtype == np.float32
+                    present = set(map(id, group["params"]))  # still in the group
+                    large += [(p, update) for p in params if id(p) in present
+                              and p.grad is None and not p._hooks and p.dtype == np.float32
+                              and p.data.size > BLOCK
                               and (p.data.flags.c_contiguous or p.data.flags.f_contiguous)]
         if large:
             sole = set(sole_leaves(loss, [p for p, _ in large]))
@@ -161,6 +169,7 @@ class Optimizer:
             if p is not None:
                 state[p] = {k: _load_value(k, v, p, i) for k, v in pstate.items()}
         self.state = state
+        self._large = None
         self.param_groups = [{**group, **{k: v for k, v in s.items() if k != "params"},
                               "params": group["params"]}
                              for group, s in zip(self.param_groups, saved)]
