@@ -93,9 +93,11 @@ class Optimizer:
         interrupt) may leave some of those weights stepped. `cr.fit` trains this way unless a
         callback reads the gradients."""
         if self._large is None:  # {group index: its parameters over BLOCK elements}
-            self._large = {i: [p for p in g["params"] if p.data.size > BLOCK]
-                           for i, g in enumerate(self.param_groups)}
-            self._large = {i: params for i, params in self._large.items() if params}
+            self._large = {}
+            for i, group in enumerate(self.param_groups):
+                params = [p for p in group["params"] if p.data.size > BLOCK]
+                if params:
+                    self._large[i] = params
         large = []  # (parameter, its group's block update)
         # compile, viz and the memory ledger see every op and call, anomaly every gradient
         if self._large and not (_state.calls or _state.tracers or _state.anomaly):
