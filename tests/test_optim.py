@@ -400,12 +400,17 @@ def _mlp_steps(in_backward, *, dtype=np.float32, row_major=False, fused=True, st
                 out = out + (x @ params[0].T).sum() * 1e-3
             loss = cr.cross_entropy(out, rng.integers(0, 3, 32))
         opt.zero_grad(set_to_none=not keep_grads)
-        if in_backward:
-            opt.backward_and_step(loss)
-        else:
-            loss.backward()
-            opt.step()
+        _backward_and_step(opt, loss, in_backward)
     return [p.data for p in params], [p.grad is None for p in params]
+
+
+def _backward_and_step(opt, loss, in_backward):
+    """opt.backward_and_step(loss), or the two calls it stands for."""
+    if in_backward:
+        opt.backward_and_step(loss)
+    else:
+        loss.backward()
+        opt.step()
 
 
 @pytest.mark.parametrize("options, sunk", [
@@ -438,11 +443,7 @@ def _twin(build, run, **sgd):
 
         def step(loss):
             opt.zero_grad()
-            if in_backward:
-                opt.backward_and_step(loss)
-            else:
-                loss.backward()
-                opt.step()
+            _backward_and_step(opt, loss, in_backward)
         run(model, step)
         copies.append([p.data.copy() for p in model.parameters()])
         sunk = next(iter(model.parameters())).grad is None
@@ -499,11 +500,7 @@ def test_backward_and_step_never_holds_the_whole_weight_gradient():
         loss = layer(x).sum()
         opt.zero_grad()
         tracemalloc.start()
-        if in_backward:
-            opt.backward_and_step(loss)
-        else:
-            loss.backward()
-            opt.step()
+        _backward_and_step(opt, loss, in_backward)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     del loss
