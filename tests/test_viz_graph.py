@@ -359,3 +359,17 @@ def test_explain_errors():
     with pytest.raises(GradientMismatch) as err:
         cr.explain(loss, x, file=io.StringIO())
     assert isinstance(err.value, AssertionError) and "disagree" in str(err.value)
+
+
+def test_explain_the_fused_perceptron_names_its_arguments_and_layers():
+    model = cr.nn.MLP([4, 3, 2])
+    x = cr.tensor(np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4))
+    with cr.nn.fusing():
+        loss = F.cross_entropy(model(x), np.array([0, 1]))
+    params = dict(model.named_parameters())
+    _, text = run_explain(loss, params["layers.2.bias"], model)
+    assert ("Perceptron(x, relu_last, layers.0.weight, layers.0.bias, layers.2.weight, "
+            "layers.2.bias)") in text and "arg1" not in text
+    assert "layer 2 of the fused perceptron: d(h(1) W(2)^T + b(2))/db(2) = 1" in text
+    _, text = run_explain(loss, params["layers.0.weight"], model)
+    assert "dL/d(layers.0.weight) = (dL/dz(1))^T @ h(0)" in text and "They agree" in text

@@ -55,6 +55,7 @@ _UNARY = {
 RULES = {name: (("h",), {0: rule}) for name, rule in _UNARY.items()}
 RULES.update({
     "Cat": (("dim",), {}), "Stack": (("dim",), {}),  # their rules depend on the position
+    "Perceptron": (("x", "relu_last"), {}),  # the fused MLP: its rules depend on the layer
     "Linear": (("x", "W", "b"), {
         0: ("d({a0} {a1}^T + {a2})/d{a0} = {a1}", "{g} @ {a1}"),
         1: ("d({a0} {a1}^T + {a2})/d{a1} = {a0} (one copy per output unit)", "({g})^T @ {a0}"),
@@ -94,6 +95,19 @@ def _rule(node, i, names):
         scale = f" / {n}" if red == "mean" else ""
         local = f"d CE({names[0]}, y)/d{names[0]} = (softmax({names[0]}) - onehot(y)){scale}"
         return local, "{g} * (softmax({a0}) - onehot(y))".format(g="{g}", a0=names[0]) + scale
+    if op == "Perceptron":  # arguments x, relu_last, W(1), b(1), ..., W(L), b(L)
+        layers = (len(node.needs_input_grad) - 2) // 2
+        if i == 0:
+            return (f"the fused {layers}-layer perceptron, back through every layer to its "
+                    f"input: dL/dz(1) @ W(1)", "{g} carried down through each layer's ReLU mask "
+                    f"and weight, then @ {names[2]}")
+        l = (i - 2) // 2 + 1
+        wrt = f"dL/dz({l})"
+        if i % 2 == 0:
+            return (f"layer {l} of the fused perceptron: d(h({l - 1}) W({l})^T + b({l}))/dW({l}) "
+                    f"= h({l - 1})", f"({wrt})^T @ h({l - 1}), {wrt} carried down from {{g}}")
+        return (f"layer {l} of the fused perceptron: d(h({l - 1}) W({l})^T + b({l}))/db({l}) = 1",
+                f"{wrt} summed over the rows, {wrt} carried down from {{g}}")
     if op in ("Cat", "Stack"):
         return (f"{op.lower()} places argument {i} in the result: derivative 1 there",
                 f"the slice of {{g}} belonging to {names[i]}")
