@@ -387,20 +387,15 @@ def sole_leaves(root, leaves):
     op could update in place once it has used them: one edge leads to each, and no other node
     keeps its array (or a view of it, or the array it is a view of), and no other leaf shares it."""
     users, keepers, owners = {}, {}, {}
-    stack, seen = ([root.grad_fn] if root.grad_fn is not None else []), set()
-    while stack:
-        node = stack.pop()
-        for a in node._saved or ():
-            if isinstance(a, np.ndarray):
-                keepers.setdefault(id(_base(a)), set()).add(node)
-        for edge in node.edges:
-            p = edge[1]
+    for node in _reachable([root.grad_fn] if root.grad_fn is not None else []):
+        if isinstance(node, Tensor):
+            continue
+        for a in node.saved_arrays():
+            keepers.setdefault(id(_base(a)), set()).add(node)
+        for _, p, _, _ in node.edges:
             if isinstance(p, Tensor):
                 users.setdefault(p, []).append(node)
                 owners.setdefault(id(_base(p.data)), set()).add(p)
-            elif p not in seen:
-                seen.add(p)
-                stack.append(p)
     sole = []
     for p in leaves:
         nodes, base = users.get(p, ()), id(_base(p.data))

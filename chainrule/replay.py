@@ -448,7 +448,7 @@ class Replay(Function):
     program = ctxs = None
 
     def saved_arrays(self):
-        return [a for ctx in self.ctxs or () for a in ctx._saved if a is not None]
+        return [a for ctx in self.ctxs or () for a in ctx._saved if isinstance(a, np.ndarray)]
 
     def _release(self):
         if self.ctxs is not None:

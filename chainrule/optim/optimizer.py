@@ -108,7 +108,6 @@ class Optimizer:
                     present = set(map(id, group["params"]))  # still in the group
                     large += [(p, update) for p in params if id(p) in present
                               and p.grad is None and not p._hooks and p.dtype == np.float32
-                              and p.data.size > BLOCK
                               and (p.data.flags.c_contiguous or p.data.flags.f_contiguous)]
         if large:
             sole = set(sole_leaves(loss, [p for p, _ in large]))
