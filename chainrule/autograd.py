@@ -31,7 +31,7 @@ class _State:
     calls = ()            # callbacks(fn, args, kwargs) seeing backward and step calls: compile
     sweeping = False      # True while a backward sweep runs (ops of hooks are not the forward's)
     watching = False      # anomaly or tracers: the one flag Function.apply checks
-    sinks = None          # {leaf: fn(a, b, order)} weight gradients ops hand over: gradient_sinks
+    sinks = None          # {leaf: fn(a, b)} weight gradients ops hand over: gradient_sinks
 
 
 def _update_watching():
@@ -227,7 +227,7 @@ class Function:
 
     def sink(self, i):
         """The sink (see `gradient_sinks`) for the leaf that input i came from, or None. A backward
-        that makes that input's gradient as a product a @ b may call `sink(a, b, order)` instead,
+        that makes that input's gradient as a product a @ b may call `sink(a, b)` instead,
         and returns None for it when the sink returns True (it took the gradient)."""
         sinks = _state.sinks
         if sinks:
@@ -415,11 +415,10 @@ class gradient_sinks:
     """`with gradient_sinks({leaf: sink}): loss.backward()`: each listed leaf's gradient goes to
     its sink as the op that makes it computes it, instead of into `.grad` (ops that support it:
     Linear's and Perceptron's weights; others return the gradient as usual). A sink is called as
-    `sink(a, b, order)` for the gradient a @ b in memory order `order` and returns True if it
-    took it. The caller guarantees that the op's gradient is the leaf's whole gradient and that
-    nothing else reads the leaf's array (`sole_leaves`; no hooks, no `.grad` yet):
-    `optim.Optimizer.backward_and_step` uses this to update weights block by block without ever
-    holding their gradients. Only the outermost plain sweep uses sinks: not a backward run
+    `sink(a, b)` for the gradient a @ b and returns True if it took it. The caller guarantees
+    that the op's gradient is the leaf's whole gradient and that nothing else reads the leaf's
+    array (`sole_leaves`; no hooks, no `.grad` yet): `optim.Optimizer.backward_and_step` uses
+    this to update weights in place as their gradients are made, without ever holding them. Only the outermost plain sweep uses sinks: not a backward run
     inside another (checkpointing, a hook), nor `cr.grad`, nor create_graph."""
 
     def __init__(self, sinks):

@@ -120,10 +120,10 @@ def fit(model, train_data, val_data=None, loss=None, optimizer=None, epochs=10, 
     train_data / val_data: a Dataset, a DataLoader, or a tuple (X, y) of arrays or Tensors.
     loss: a callable (output, target) -> scalar Tensor, or a name ("cross_entropy", "mse", "l1",
     "huber", "bce_with_logits"); by default cross-entropy for integer targets, else MSE.
-    optimizer: by default Adam(lr=1e-3); each step is `optimizer.backward_and_step(loss)` (large
-    weights of plain SGD updated inside backward: they have no `.grad` afterwards), or backward,
-    every callback's `on_after_backward`, then `step()` when a callback defines that hook (it may
-    read `.grad`).
+    optimizer: by default Adam(lr=1e-3); each step is `optimizer.backward_and_step(loss)` (the
+    weights of plain SGD updated by BLAS inside backward: they have no `.grad` afterwards), or
+    backward, every callback's `on_after_backward`, then `step()` when a callback defines that
+    hook (it may read `.grad`).
     scheduler: stepped once per epoch (ReduceLROnPlateau with the validation loss, or the
     training loss without validation data).
     checkpoint_dir: an atomic checkpoint after every epoch; `resume=True` continues from it.

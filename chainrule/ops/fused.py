@@ -176,7 +176,7 @@ def affine_grads(grad, x, weight, need, order, sink=None):
     if not isinstance(grad, np.ndarray):  # create_graph: the same formulas on Tensors
         return gx, grad.T @ x if need_w else None, grad.sum(axis=0) if need_b else None
     gw = gb = None
-    if need_w and not (sink and sink(grad.T, x, order)):  # fresh, not a view: it becomes .grad
+    if need_w and not (sink and sink(grad.T, x)):  # fresh, not a view: it becomes .grad
         gw = np.matmul(grad.T, x, order=order)
     if need_b:  # the row sum as ones @ grad: one BLAS call, about half NumPy's reduce
         gb = constant_ones(grad.shape[:1], grad.dtype) @ grad

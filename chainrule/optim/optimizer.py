@@ -10,13 +10,14 @@ import numpy as np
 
 from chainrule.autograd import _state, enable_grad, gradient_sinks, sole_leaves, step_call
 from chainrule.errors import ArgumentError, shape_error
+from chainrule.ops import blas
 from chainrule.nn.utils import zero_grads
 from chainrule.tensor import Tensor
 
 
-# most elements of a weight gradient that backward_and_step makes at once (512 KiB of float32),
-# unless BLAS would repack more for each block (see _block_sink)
-BLOCK = 1 << 17
+# fewest elements of a weight that backward_and_step updates inside backward: under this the
+# BLAS call through ctypes costs more than the NumPy product and update it replaces
+SINK_MIN = 1 << 12
 
 
 class Optimizer:
@@ -56,7 +57,7 @@ class Optimizer:
         if len(set(params)) != len(params) or any(p in seen for p in params):
             raise ArgumentError("some parameters appear more than once in the parameter groups")
         self.param_groups.append({**self.defaults, **param_group, "params": params})
-        self._large = None  # backward_and_step's candidates, found again on next use
+        self._sinkable = None  # backward_and_step's candidates, found again on next use
 
     @step_call
     def zero_grad(self, set_to_none=True):
@@ -84,44 +85,45 @@ class Optimizer:
                 p._version[0] += 1
 
     def backward_and_step(self, loss):
-        """`loss.backward()` then `step()`, the same numbers, but each large float32 weight of a
-        group with a `block_update` is updated inside the backward sweep, a block at a time as
-        its gradient is made, so that gradient is never held whole (its `.grad` stays None, as
-        after `zero_grad()`). Only for contiguous weights of Linear and fused-perceptron ops that
-        nothing else in the graph uses (`autograd.sole_leaves`), with no `.grad` and no hooks;
+        """`loss.backward()` then `step()`, but each weight of a group whose rule is linear in the
+        gradient (`linear_rule`: SGD without momentum) is updated inside the backward sweep, by
+        one BLAS call as the op that makes its gradient a @ b gets there: θ ← β·θ + α·(a @ b)
+        (`ops.blas.gemm_update`). That gradient never exists (`.grad` stays None, as after
+        `zero_grad()`), and the update is not a second pass over the weight. The numbers are
+        step()'s up to rounding (BLAS adds α·(a @ b) to β·θ as it makes the product; step()
+        rounds the product, then the update). Only for 2-D weights of at least SINK_MIN
+        elements of Linear and fused-perceptron ops that nothing else in the graph uses
+        (`autograd.sole_leaves`), with no `.grad` and no hooks, when NumPy's BLAS is found;
         everything else goes through `.grad` as usual. An exception raised inside backward (an
         interrupt) may leave some of those weights stepped. `cr.fit` trains this way unless a
         callback reads the gradients."""
-        if self._large is None:  # {group index: its parameters over BLOCK elements}
-            self._large = {}
+        if self._sinkable is None:  # {group index: its 2-D parameters of SINK_MIN elements}
+            self._sinkable = {}
             for i, group in enumerate(self.param_groups):
-                params = [p for p in group["params"] if p.data.size > BLOCK]
-                if params:
-                    self._large[i] = params
-        large = []  # (parameter, its group's block update)
+                params = [p for p in group["params"] if p.data.ndim == 2 and p.data.size >= SINK_MIN]
+                if params and blas.AVAILABLE:
+                    self._sinkable[i] = params
+        sinks = {}
         # compile, viz and the memory ledger see every op and call, anomaly every gradient
-        if self._large and not (_state.calls or _state.tracers or _state.anomaly):
-            for i, params in self._large.items():
+        if self._sinkable and not (_state.calls or _state.tracers or _state.anomaly):
+            for i, params in self._sinkable.items():
                 group = self.param_groups[i]
-                update = self.block_update(group)
-                if update is not None:
+                rule = self.linear_rule(group)
+                if rule is not None:
                     present = set(map(id, group["params"]))  # still in the group
-                    large += [(p, update) for p in params if id(p) in present
-                              and p.grad is None and not p._hooks and p.dtype == np.float32
-                              and (p.data.flags.c_contiguous or p.data.flags.f_contiguous)]
-        if large:
-            sole = set(sole_leaves(loss, [p for p, _ in large]))
-            sinks = {p: _block_sink(p, update) for p, update in large if p in sole}
-            with gradient_sinks(sinks):
+                    sinks.update((p, rule) for p in params if id(p) in present
+                                 and p.grad is None and not p._hooks)
+        if sinks:
+            sole = sole_leaves(loss, list(sinks))
+            with gradient_sinks({p: _gemm_sink(p, *sinks[p]) for p in sole}):
                 loss.backward()
         else:
             loss.backward()
         self.step()
 
-    def block_update(self, group):
-        """None, or fn(p, g) updating any block `p` of a parameter from the same block `g` of its
-        gradient (which it may overwrite): for rules that are element-wise and keep no state
-        under this group's options (SGD without momentum)."""
+    def linear_rule(self, group):
+        """None, or (α, β) when this group's rule updates every parameter as θ ← β·θ + α·g from
+        its gradient g and nothing else (SGD without momentum)."""
         return None
 
     def update(self, p, g, state, group):
@@ -170,7 +172,7 @@ class Optimizer:
             if p is not None:
                 state[p] = {k: _load_value(k, v, p, i) for k, v in pstate.items()}
         self.state = state
-        self._large = None
+        self._sinkable = None
         self.param_groups = [{**group, **{k: v for k, v in s.items() if k != "params"},
                               "params": group["params"]}
                              for group, s in zip(self.param_groups, saved)]
@@ -195,31 +197,12 @@ def _load_value(name, value, p, i):
     return arr
 
 
-def _block_sink(p, update):
-    """A gradient sink (autograd.gradient_sinks) that updates p from its gradient a @ b, made in
-    equal blocks into one buffer: ranges of columns for a column-major ("F") product, of rows for
-    a row-major one. A block has at most BLOCK elements, or as many as the operand every block
-    reads whole (a, or b) if that is more, so BLAS's repacking of it costs little; a gradient
-    that fits in one block is left to the engine (the sink returns False)."""
-    def sink(a, b, order):
-        if not (a.dtype == b.dtype == p.dtype and a.ndim == b.ndim == 2):
+def _gemm_sink(p, alpha, beta):
+    """A gradient sink (autograd.gradient_sinks) that applies θ ← β·θ + α·(a @ b) to p for the
+    gradient a @ b in one BLAS call, or declines (False) when BLAS cannot take those arrays."""
+    def sink(a, b):
+        if not blas.gemm_update(p.data, a, b, alpha, beta):
             return False
-        m, n = a.shape[0], b.shape[1]
-        by_columns = order == "F"
-        length, across = (n, m) if by_columns else (m, n)  # split `length` lines of `across`
-        blocks = -(-m * n // max(BLOCK, a.size if by_columns else b.size))
-        if blocks < 2:
-            return False
-        width = -(-length // blocks)
-        buf = np.empty((across, width) if by_columns else (width, across), p.dtype, order=order)
-        for start in range(0, length, width):
-            part = slice(start, start + width)
-            if by_columns:
-                block = np.matmul(a, b[:, part], out=buf[:, :min(width, n - start)])
-                update(p.data[:, part], block)
-            else:
-                block = np.matmul(a[part], b, out=buf[:min(width, m - start)])
-                update(p.data[part], block)
         p._version[0] += 1
         return True
     return sink

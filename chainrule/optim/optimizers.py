@@ -71,19 +71,11 @@ class SGD(Optimizer):
                 axpy(p.data, p.grad.data, alpha)
                 p._version[0] += 1
 
-    def block_update(self, group):
+    def linear_rule(self, group):
         if group["momentum"]:
             return None
-        alpha, lam, maximize = -group["lr"], group["weight_decay"], group["maximize"]
-
-        def update(p, g):  # update's arithmetic (axpy: multiply, then add), in place on g
-            if maximize:
-                np.negative(g, out=g)
-            if lam:
-                g += lam * p
-            g *= alpha
-            p += g
-        return update
+        lr = group["lr"]  # θ - γ(±g + λθ) = (1 - γλ)θ ∓ γg
+        return (lr if group["maximize"] else -lr), 1 - lr * group["weight_decay"]
 
     def update(self, p, g, state, group):
         lr, mu, tau, lam = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
