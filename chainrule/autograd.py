@@ -386,22 +386,29 @@ def sole_leaves(root, leaves):
     """The `leaves` whose gradient one op of the graph behind `root` makes alone, and which that
     op could update in place once it has used them: one edge leads to each, and no other node
     keeps its array (or a view of it, or the array it is a view of), and no other leaf shares it."""
-    users, keepers, owners = {}, {}, {}
+    bases, broken = {}, set()  # {id of the array owning a leaf's memory: leaf}; leaves ruled out
+    for p in leaves:
+        other = bases.setdefault(id(_base(p.data)), p)
+        if other is not p:
+            broken.update((p, other))
+    user, keepers = {}, {}  # the node with each leaf's edge; the nodes keeping its memory
     for node in _reachable([root.grad_fn] if root.grad_fn is not None else []):
         if isinstance(node, Tensor):
             continue
+        for _, q, _, _ in node.edges:
+            if isinstance(q, Tensor):
+                d = q.data
+                p = bases.get(id(d if d.base is None else _base(d)))
+                if p is not None:
+                    if q is not p or p in user:  # another leaf on p's memory, or a second edge
+                        broken.add(p)
+                    user[p] = node
         for a in node.saved_arrays():
-            keepers.setdefault(id(_base(a)), set()).add(node)
-        for _, p, _, _ in node.edges:
-            if isinstance(p, Tensor):
-                users.setdefault(p, []).append(node)
-                owners.setdefault(id(_base(p.data)), set()).add(p)
-    sole = []
-    for p in leaves:
-        nodes, base = users.get(p, ()), id(_base(p.data))
-        if len(nodes) == 1 and owners[base] == {p} and keepers.get(base, set()) <= {nodes[0]}:
-            sole.append(p)
-    return sole
+            p = bases.get(id(a if a.base is None else _base(a)))
+            if p is not None:
+                keepers.setdefault(p, set()).add(node)
+    return [p for p in leaves if p in user and p not in broken
+            and keepers.get(p, set()) <= {user[p]}]
 
 
 def _base(array):

@@ -490,9 +490,17 @@ def test_backward_and_step_leaves_weights_others_read_to_step():
         for _ in range(2):
             step(cr.cross_entropy(model(cr.tensor(_X)), np.arange(8) % 600))
 
+    def tied(model, step):  # one weight in two layers of one fused op: two edges into it
+        w, b1, b2 = model[0].weight, model[0].bias, model[2].bias
+        for _ in range(2):
+            step(cr.cross_entropy(cr.functional.perceptron(cr.tensor(_X), [(w, b1), (w, b2)]),
+                                  np.arange(8) % 600))
+
+    def mlp():
+        return cr.nn.Sequential(cr.nn.Linear(600, 600), cr.nn.ReLU(), cr.nn.Linear(600, 600))
     assert not _twin(lambda: cr.nn.Linear(600, 600), detached)
-    assert not _twin(lambda: cr.nn.Sequential(cr.nn.Linear(600, 600), cr.nn.ReLU(),
-                                              cr.nn.Linear(600, 600)), shared)
+    assert not _twin(mlp, shared)
+    assert not _twin(mlp, tied)
 
 
 def test_backward_and_step_inside_checkpoint_and_after_compile():

@@ -62,28 +62,39 @@ def gemm_update(c, a, b, alpha, beta=1.0):
     c with a unit stride along one axis and not overlapping a or b (an operand without one is
     copied first). True if done; False (c untouched) when BLAS is not found or the arrays do
     not qualify."""
-    gemm = _GEMMS.get(c.dtype)
-    if (gemm is None or a.dtype != c.dtype or b.dtype != c.dtype or c.ndim != 2 or a.ndim != 2
-            or b.ndim != 2 or not c.flags.writeable or 0 in a.shape or 0 in b.shape
-            or a.shape[1] != b.shape[0] or c.shape != (a.shape[0], b.shape[1])
-            or np.may_share_memory(c, a) or np.may_share_memory(c, b)):
-        return False
-    out = _operand(c)
-    if out is not None and out[0] == _TRANS:  # row-major c: c.T ← beta·c.T + alpha·(b.T @ a.T)
-        c, a, b = c.T, b.T, a.T
-    if out is None:
-        return False
-    left, right = _operand(a), _operand(b)
-    if left is None:  # e.g. a broadcast gradient (strides 0): copied, as BLAS needs a unit stride
-        a = np.ascontiguousarray(a)
-        left = _operand(a)
-    if right is None:
-        b = np.ascontiguousarray(b)
-        right = _operand(b)
-    (m, k), n = a.shape, b.shape[1]
-    gemm(_COL_MAJOR, left[0], right[0], m, n, k, alpha, _address(a), left[1], _address(b),
-         right[1], beta, _address(c), out[1])
-    return True
+    update = updater(c)
+    return update is not None and update(a, b, alpha, beta)
+
+
+def updater(c):
+    """fn(a, b, alpha, beta) -> bool that does gemm_update(c, a, b, alpha, beta), with what
+    depends on c alone checked once (for an update of the same array at every step); None when
+    c cannot be a BLAS output."""
+    gemm, out = _GEMMS.get(c.dtype), c.ndim == 2 and c.flags.writeable and _operand(c)
+    if gemm is None or not out or 0 in c.shape:
+        return None
+    row_major = out[0] == _TRANS  # then c.T ← beta·c.T + alpha·(b.T @ a.T), column-major
+    shape, dtype, ldc, address = c.shape, c.dtype, out[1], _address(c)
+
+    def update(a, b, alpha, beta):
+        if (a.dtype != dtype or b.dtype != dtype or a.ndim != 2 or b.ndim != 2
+                or (a.shape[0], b.shape[1]) != shape or a.shape[1] != b.shape[0]
+                or a.shape[1] == 0 or np.may_share_memory(c, a) or np.may_share_memory(c, b)):
+            return False
+        if row_major:
+            a, b = b.T, a.T
+        left, right = _operand(a), _operand(b)
+        if left is None:  # e.g. a broadcast gradient (strides 0): copied, BLAS needs unit strides
+            a = np.ascontiguousarray(a)
+            left = _operand(a)
+        if right is None:
+            b = np.ascontiguousarray(b)
+            right = _operand(b)
+        (m, k), n = a.shape, b.shape[1]
+        gemm(_COL_MAJOR, left[0], right[0], m, n, k, alpha, _address(a), left[1], _address(b),
+             right[1], beta, address, ldc)
+        return True
+    return update
 
 
 def _address(x):

@@ -58,6 +58,7 @@ class Optimizer:
             raise ArgumentError("some parameters appear more than once in the parameter groups")
         self.param_groups.append({**self.defaults, **param_group, "params": params})
         self._sinkable = None  # backward_and_step's candidates, found again on next use
+        self._sinks = {}       # and their sinks
 
     @step_call
     def zero_grad(self, set_to_none=True):
@@ -103,7 +104,7 @@ class Optimizer:
                 params = [p for p in group["params"] if p.data.ndim == 2 and p.data.size >= SINK_MIN]
                 if params and blas.AVAILABLE:
                     self._sinkable[i] = params
-        sinks = {}
+        rules = {}  # {parameter: its group's (α, β)}
         # compile, viz and the memory ledger see every op and call, anomaly every gradient
         if self._sinkable and not (_state.calls or _state.tracers or _state.anomaly):
             for i, params in self._sinkable.items():
@@ -111,15 +112,32 @@ class Optimizer:
                 rule = self.linear_rule(group)
                 if rule is not None:
                     present = set(map(id, group["params"]))  # still in the group
-                    sinks.update((p, rule) for p in params if id(p) in present
-                                 and p.grad is None and not p._hooks)
-        if sinks:
-            sole = sole_leaves(loss, list(sinks))
-            with gradient_sinks({p: _gemm_sink(p, *sinks[p]) for p in sole}):
+                    for p in params:
+                        if id(p) in present and p.grad is None and not p._hooks:
+                            rules[p] = rule
+        if rules:
+            sole = sole_leaves(loss, list(rules))
+            with gradient_sinks({p: self._sink(p, rules[p]) for p in sole}):
                 loss.backward()
         else:
             loss.backward()
         self.step()
+
+    def _sink(self, p, rule):
+        """p's gradient sink (autograd.gradient_sinks): θ ← β·θ + α·(a @ b) for the gradient
+        a @ b, one BLAS call, or False (declined) when BLAS cannot take those arrays. Made once
+        for p's array and rule (α, β), and again if either changes."""
+        made = self._sinks.get(p)
+        if made is None or made[0] is not p.data or made[1] != rule:
+            update, (alpha, beta) = blas.updater(p.data), rule
+
+            def sink(a, b):
+                if update is None or not update(a, b, alpha, beta):
+                    return False
+                p._version[0] += 1
+                return True
+            made = self._sinks[p] = (p.data, rule, sink)
+        return made[2]
 
     def linear_rule(self, group):
         """None, or (α, β) when this group's rule updates every parameter as θ ← β·θ + α·g from
@@ -172,7 +190,7 @@ class Optimizer:
             if p is not None:
                 state[p] = {k: _load_value(k, v, p, i) for k, v in pstate.items()}
         self.state = state
-        self._sinkable = None
+        self._sinkable, self._sinks = None, {}
         self.param_groups = [{**group, **{k: v for k, v in s.items() if k != "params"},
                               "params": group["params"]}
                              for group, s in zip(self.param_groups, saved)]
@@ -195,14 +213,3 @@ def _load_value(name, value, p, i):
     arr = np.empty_like(p.data)  # the parameter's dtype and memory order
     np.copyto(arr, value, casting="unsafe")
     return arr
-
-
-def _gemm_sink(p, alpha, beta):
-    """A gradient sink (autograd.gradient_sinks) that applies θ ← β·θ + α·(a @ b) to p for the
-    gradient a @ b in one BLAS call, or declines (False) when BLAS cannot take those arrays."""
-    def sink(a, b):
-        if not blas.gemm_update(p.data, a, b, alpha, beta):
-            return False
-        p._version[0] += 1
-        return True
-    return sink
