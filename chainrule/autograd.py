@@ -190,6 +190,7 @@ class Function:
     """
 
     is_view = False      # output shares memory (and so the version counter) with input 0
+    reads_only_saved = True  # backward reads no array but its gradient and the saved ones
     _record = False
     _saved = ()
     _saved_meta = ()
@@ -384,8 +385,11 @@ def _needed(roots, targets):
 
 def sole_leaves(root, leaves):
     """The `leaves` whose gradient one op of the graph behind `root` makes alone, and which that
-    op could update in place once it has used them: one edge leads to each, and no other node
-    keeps its array (or a view of it, or the array it is a view of), and no other leaf shares it."""
+    op could update in place once it has used them: one edge leads to each, no other node keeps
+    its array (or a view of it, or the array it is a view of) and that op keeps it at most once
+    (as the weight, not as an input too), and no other leaf shares it. None at all when some
+    backward may read arrays it did not save: a hook, a checkpoint (it runs its function again),
+    an op that says so (`reads_only_saved`), or a Function defined outside chainrule."""
     bases, broken = {}, set()  # {id of the array owning a leaf's memory: leaf}; leaves ruled out
     for p in leaves:
         other = bases.setdefault(id(_base(p.data)), p)
@@ -394,7 +398,12 @@ def sole_leaves(root, leaves):
     user, keepers = {}, {}  # the node with each leaf's edge; the nodes keeping its memory
     for node in _reachable([root.grad_fn] if root.grad_fn is not None else []):
         if isinstance(node, Tensor):
+            if node._hooks:
+                return []
             continue
+        if (node._hooks is not None or not node.reads_only_saved
+                or not type(node).__module__.startswith("chainrule.")):
+            return []
         for _, q, _, _ in node.edges:
             if isinstance(q, Tensor):
                 d = q.data
@@ -406,9 +415,9 @@ def sole_leaves(root, leaves):
         for a in node.saved_arrays():
             p = bases.get(id(a if a.base is None else _base(a)))
             if p is not None:
-                keepers.setdefault(p, set()).add(node)
+                keepers.setdefault(p, []).append(node)
     return [p for p in leaves if p in user and p not in broken
-            and keepers.get(p, set()) <= {user[p]}]
+            and keepers.get(p, [user[p]])[0] is user[p] and len(keepers.get(p, ())) <= 1]
 
 
 def _base(array):

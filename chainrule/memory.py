@@ -277,6 +277,8 @@ def checkpoint(fn, *inputs):
 class Checkpoint(Function):
     """The node of `checkpoint`: saves the inputs' arrays, nothing of fn's insides."""
 
+    reads_only_saved = False  # backward runs fn again, on its constants and parameters too
+
     @staticmethod
     def forward(ctx, fn, rng_state, out, kinds, params, *arrays):
         ctx.fn, ctx.rng_state, ctx.kinds, ctx.params = fn, rng_state, kinds, params

@@ -446,6 +446,7 @@ class Replay(Function):
     without retain_graph, or until it is garbage."""
 
     program = ctxs = None
+    reads_only_saved = False  # the replayed ops' backwards: other ops' too (ctx attributes)
 
     def saved_arrays(self):
         return [a for ctx in self.ctxs or () for a in ctx._saved if isinstance(a, np.ndarray)]

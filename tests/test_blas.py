@@ -58,6 +58,19 @@ def test_gemm_update_copies_an_operand_without_a_unit_stride():
     np.testing.assert_allclose(c, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1)])
+def test_gemm_update_takes_broadcast_operands_of_any_shape(shape):
+    """Size-1 axes may have any stride (NumPy calls such arrays contiguous): a (1, 1) operand
+    of strides (0, 0), as the gradient of a sum over a batch of one, must not trip BLAS."""
+    rng = np.random.default_rng(1)
+    a = np.broadcast_to(np.float32(2.5), shape)                           # strides (0, 0)
+    b = rng.standard_normal((shape[1], 3)).astype(np.float32)
+    c = rng.standard_normal((shape[0], 3)).astype(np.float32)
+    expected = _reference(c, a, b, -0.5, 1.0)
+    assert blas.gemm_update(c, a, b, -0.5)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_gemm_update_declines_what_blas_cannot_take():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 5))

@@ -635,3 +635,16 @@ def test_loader_batches_equal_the_orders_rows_however_they_are_fetched(batch, dr
         np.testing.assert_array_equal(b, d)
     big = batch * (features * 4 + 8) > 1 << 16
     assert all((xb.base is None) == big for xb, _ in got)  # a big batch is its own array
+
+
+@pytest.mark.parametrize("indices", [
+    np.array([3, 0, -1]), np.array([1, 2], dtype=np.uint8), [4, 1], [True, False, True, False, True],
+    np.array([False, True, True, False, False]), slice(1, 4), np.array([], dtype=np.int64)])
+def test_tensor_dataset_gathers_batches_as_numpy_indexing_does(indices):
+    """Integer arrays (what DataLoader passes) are gathered with `take`; everything else as NumPy
+    indexes: the same rows either way."""
+    X = np.arange(20, dtype=np.float32).reshape(5, 4)
+    y = np.arange(5) * 10
+    bx, by = TensorDataset(X, y).__getitems__(indices)
+    np.testing.assert_array_equal(bx.data, X[indices])
+    np.testing.assert_array_equal(by.data, y[indices])

@@ -49,10 +49,10 @@ def _load():
 def _operand(x):
     """(transpose flag, leading dimension) of a 2-D array read as a column-major BLAS matrix,
     or None when neither of its axes has unit stride."""
-    (rows, cols), (s0, s1), item = x.shape, x.strides, x.itemsize
-    if s0 == item and (cols == 1 or s1 % item == 0 and s1 // item >= rows):
+    (rows, cols), (s0, s1), item = x.shape, x.strides, x.itemsize  # an axis of size 1: any stride
+    if (s0 == item or rows == 1) and (cols == 1 or s1 % item == 0 and s1 // item >= rows):
         return _NO_TRANS, s1 // item if cols > 1 else rows
-    if s1 == item and (rows == 1 or s0 % item == 0 and s0 // item >= cols):
+    if (s1 == item or cols == 1) and (rows == 1 or s0 % item == 0 and s0 // item >= cols):
         return _TRANS, s0 // item if rows > 1 else cols
     return None
 
@@ -90,6 +90,8 @@ def updater(c):
         if right is None:
             b = np.ascontiguousarray(b)
             right = _operand(b)
+        if left is None or right is None:  # not reached: a contiguous copy has a unit stride
+            return False
         (m, k), n = a.shape, b.shape[1]
         gemm(_COL_MAJOR, left[0], right[0], m, n, k, alpha, _address(a), left[1], _address(b),
              right[1], beta, address, ldc)

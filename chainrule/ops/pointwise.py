@@ -202,6 +202,8 @@ class Clamp(Function):
     def forward(ctx, x, low, high):
         ctx.save_for_backward(x)
         ctx.low, ctx.high = low, high
+        if isinstance(low, np.ndarray) or isinstance(high, np.ndarray):
+            ctx.reads_only_saved = False  # backward reads the bounds too
         return np.clip(x, low, high)
 
     @staticmethod

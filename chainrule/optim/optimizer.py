@@ -86,62 +86,64 @@ class Optimizer:
                 p._version[0] += 1
 
     def backward_and_step(self, loss):
-        """`loss.backward()` then `step()`, but each weight of a group whose rule is linear in the
-        gradient (`linear_rule`: SGD without momentum) is updated inside the backward sweep, by
-        one BLAS call as the op that makes its gradient a @ b gets there: θ ← β·θ + α·(a @ b)
-        (`ops.blas.gemm_update`). That gradient never exists (`.grad` stays None, as after
-        `zero_grad()`), and the update is not a second pass over the weight. The numbers are
-        step()'s up to rounding (BLAS adds α·(a @ b) to β·θ as it makes the product; step()
-        rounds the product, then the update). Only for 2-D weights of at least SINK_MIN
-        elements of Linear and fused-perceptron ops that nothing else in the graph uses
+        """`loss.backward()` then `step()`, but each weight of a group whose rule is θ ← θ + α·g
+        (`linear_rule`: SGD without momentum or weight decay) is updated inside the backward
+        sweep, by one BLAS call as the op that makes its gradient a @ b gets there:
+        θ ← θ + α·(a @ b) (`ops.blas.gemm_update`). That gradient never exists (`.grad` stays
+        None, as after `zero_grad()`), and the update is not a second pass over the weight. The
+        numbers are step()'s up to rounding (BLAS adds α·(a @ b) to θ as it makes the product;
+        step() rounds the product, then the update). Only for 2-D weights of at least SINK_MIN
+        elements of Linear and fused-perceptron ops that nothing else in the graph reads
         (`autograd.sole_leaves`), with no `.grad` and no hooks, when NumPy's BLAS is found;
-        everything else goes through `.grad` as usual. An exception raised inside backward (an
-        interrupt) may leave some of those weights stepped. `cr.fit` trains this way unless a
-        callback reads the gradients."""
+        everything else goes through `.grad` as usual. Those weights' gradients start from zero
+        at each call, so gradients are not accumulated across calls: call `zero_grad()` before
+        each (as a training loop does) and use backward() and step() to accumulate. An exception
+        raised inside backward (an interrupt) may leave some of those weights stepped. `cr.fit`
+        trains this way unless a callback reads the gradients."""
         if self._sinkable is None:  # {group index: its 2-D parameters of SINK_MIN elements}
             self._sinkable = {}
             for i, group in enumerate(self.param_groups):
                 params = [p for p in group["params"] if p.data.ndim == 2 and p.data.size >= SINK_MIN]
                 if params and blas.AVAILABLE:
                     self._sinkable[i] = params
-        rules = {}  # {parameter: its group's (α, β)}
+        alphas = {}  # {parameter: its group's α}
         # compile, viz and the memory ledger see every op and call, anomaly every gradient
         if self._sinkable and not (_state.calls or _state.tracers or _state.anomaly):
             for i, params in self._sinkable.items():
                 group = self.param_groups[i]
-                rule = self.linear_rule(group)
-                if rule is not None:
+                alpha = self.linear_rule(group)
+                if alpha is not None:
                     present = set(map(id, group["params"]))  # still in the group
                     for p in params:
                         if id(p) in present and p.grad is None and not p._hooks:
-                            rules[p] = rule
-        if rules:
-            sole = sole_leaves(loss, list(rules))
-            with gradient_sinks({p: self._sink(p, rules[p]) for p in sole}):
+                            alphas[p] = alpha
+        if alphas:
+            sole = sole_leaves(loss, list(alphas))
+            with gradient_sinks({p: self._sink(p, alphas[p]) for p in sole}):
                 loss.backward()
         else:
             loss.backward()
         self.step()
 
-    def _sink(self, p, rule):
-        """p's gradient sink (autograd.gradient_sinks): θ ← β·θ + α·(a @ b) for the gradient
-        a @ b, one BLAS call, or False (declined) when BLAS cannot take those arrays. Made once
-        for p's array and rule (α, β), and again if either changes."""
+    def _sink(self, p, alpha):
+        """p's gradient sink (autograd.gradient_sinks): θ ← θ + α·(a @ b) for the gradient a @ b,
+        one BLAS call, or False (declined) when BLAS cannot take those arrays. Made once for p's
+        array and α, and again if either changes."""
         made = self._sinks.get(p)
-        if made is None or made[0] is not p.data or made[1] != rule:
-            update, (alpha, beta) = blas.updater(p.data), rule
+        if made is None or made[0] is not p.data or made[1] != alpha:
+            update = blas.updater(p.data)
 
             def sink(a, b):
-                if update is None or not update(a, b, alpha, beta):
+                if update is None or not update(a, b, alpha, 1.0):
                     return False
                 p._version[0] += 1
                 return True
-            made = self._sinks[p] = (p.data, rule, sink)
+            made = self._sinks[p] = (p.data, alpha, sink)
         return made[2]
 
     def linear_rule(self, group):
-        """None, or (α, β) when this group's rule updates every parameter as θ ← β·θ + α·g from
-        its gradient g and nothing else (SGD without momentum)."""
+        """None, or α when this group's rule updates every parameter as θ ← θ + α·g from its
+        gradient g and nothing else (SGD without momentum or weight decay)."""
         return None
 
     def update(self, p, g, state, group):
