@@ -367,8 +367,9 @@ def notes(results, quick):
         f"x + dL/dz1 + all parameter gradients, live while layer 1's backward computes dL/dW1: "
         f"{floor_bytes(sizes, batch) / MB:.3f} MB for {'-'.join(map(str, sizes))}, batch {batch}; "
         f"the hand-written NumPy updates each weight as soon as its gradient is done, and cr.fit "
-        f"adds -lr * dL/dW to W1 and W2 inside backward in one BLAS call each, without making "
-        f"dL/dW (optim.Optimizer.backward_and_step), so this floor binds neither",
+        f"and the compiled step add -lr * dL/dW to W1 and W2 inside backward in one BLAS call "
+        f"each, without making dL/dW (optim.Optimizer.backward_and_step), so this floor binds "
+        f"none of them",
         f"verdict: chainrule's exact training peak against torch's; within {PARITY:.0%} of it "
         f"either way is parity (not below), not a pass",
         "tracemalloc peak: NumPy arrays and Python objects (lists, dicts, Tensor wrappers, graph "

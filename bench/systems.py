@@ -168,15 +168,20 @@ def _cr_optimizer(spec, model):
     return cls(model.parameters(), lr=spec.lr)
 
 
-def _cr_train_step(model, opt):
-    """One training step in PyTorch's idiom: step(x, y) -> the loss."""
+def _cr_train_step(model, opt, in_backward=False):
+    """One training step, step(x, y) -> the loss: in PyTorch's idiom (backward(), step()), or
+    with `opt.backward_and_step(loss)` as cr.fit steps (SGD's large weights updated by BLAS
+    inside backward)."""
     import chainrule as cr
 
     def train_step(x, y):
         loss = cr.cross_entropy(model(x), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        if in_backward:
+            opt.backward_and_step(loss)
+        else:
+            loss.backward()
+            opt.step()
         return loss
     return train_step
 
@@ -234,7 +239,7 @@ class ChainruleLoop(System):
         opt = _cr_optimizer(spec, model)
         data = cr.data.TensorDataset(spec.X, spec.y)
 
-        train_step = _cr_train_step(model, opt)
+        train_step = _cr_train_step(model, opt, in_backward=compiled)
         step = cr.compile(train_step) if compiled else train_step  # traced at its first call
 
         @cr.nn.fusing()
@@ -254,9 +259,10 @@ class ChainruleCompiled(ChainruleLoop):
     name = "chainrule compiled"
     workloads = ("W1", "W2", "W3", "W4")
     note = ("the loop above with its whole step compiled: cr.compile(train_step), train_step = "
-            "loss, zero_grad, backward, step; traced inside the timed run (at the first batch, "
-            "and again at a smaller last batch), replayed elsewhere; W4: cr.compile(model) "
-            "called under no_grad")
+            "loss, zero_grad, optimizer.backward_and_step(loss) (as cr.fit steps: SGD's large "
+            "weights updated by BLAS inside the replayed backward); traced inside the timed run "
+            "(at the first batch, and again at a smaller last batch), replayed elsewhere; W4: "
+            "cr.compile(model) called under no_grad")
 
     def prepare_train(self, spec):
         return super().prepare_train(spec, compiled=True)

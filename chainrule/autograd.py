@@ -427,6 +427,14 @@ def _base(array):
     return array
 
 
+def backward_sinks(optimizer, params):
+    """What a compile trace records when the traced step calls `optimizer.backward_and_step`:
+    each replay's backward then hands these parameters' gradients to the sinks
+    `optimizer.sinks_for(params)` gives at that moment (see `gradient_sinks`). A marker: it is
+    recorded, never called."""
+    raise AssertionError("backward_sinks is a marker for compile traces, not a function to call")
+
+
 class gradient_sinks:
     """`with gradient_sinks({leaf: sink}): loss.backward()`: each listed leaf's gradient goes to
     its sink as the op that makes it computes it, instead of into `.grad` (ops that support it:

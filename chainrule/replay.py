@@ -64,6 +64,7 @@ class Program:
         self.unreplayable = None
         self.calls = []          # (ops recorded before it, fn, args, kwargs): backward, step calls
         self.before, self.after, self.root_grad = [], [], None
+        self.sinks, self.sink_params = None, []  # see autograd.backward_sinks
         arrays = [x.data for x in inputs if isinstance(x, Tensor)]
         for k, a in enumerate(arrays):
             if id(a) in self._where:
@@ -119,6 +120,9 @@ class Program:
         the calls cannot be replayed."""
         n, backward_at = len(self.ops), None
         for pos, fn, args, kwargs in self.calls:
+            if fn is autograd.backward_sinks:  # (optimizer, its weights updated in backward)
+                self.sinks = args
+                continue
             if fn is autograd.backward:
                 why = self._unreplayable_backward(pos, *args)
                 if why:
@@ -203,6 +207,7 @@ class Program:
         self.edges = self._edges() if all(p.grad_fn is None for p in self.params) else None
         self.templates = [_template(cls, ctx) for cls, ctx, _, _ in self.ops]
         self.source, namespace = _generate(self)
+        self.namespace = namespace if self.sink_params else None
         exec(builtins.compile(self.source, "<chainrule replay>", "exec"), namespace)
         self.forward, self.backward = namespace["forward"], namespace["backward"]
         self.has_backward = bool(self.ops[self.root][1]._record)
@@ -234,8 +239,18 @@ class Program:
 
     def step_backward(self, ctxs):
         """The traced step's `loss.backward()`: the generated backward, then each parameter's
-        gradient through its hooks into its `.grad`, as the engine's last step does."""
-        grads = self.gradients(ctxs, self.root_grad, True)
+        gradient through its hooks into its `.grad`, as the engine's last step does. For a traced
+        `backward_and_step`, the weights its optimizer updates in backward now get their sinks."""
+        names = [f"Z{k}" for k in self.sink_params]
+        if names:
+            sinks = self.sinks[0].sinks_for([self.params[k] for k in self.sink_params])
+            for name, k in zip(names, self.sink_params):
+                self.namespace[name] = sinks[self.params[k]]
+        try:
+            grads = self.gradients(ctxs, self.root_grad, True)
+        finally:
+            for name in names:
+                self.namespace[name] = None
         self.give_back(ctxs)
         leaves, table = [], {}
         for k in self.grad_params:
@@ -293,8 +308,9 @@ class Site:
     the forward may write into argument i (no one else reads it); grad_owned: the backward may
     write into its incoming gradient (a fresh array handed only to this op)."""
 
-    def __init__(self, j, ctx, facts, args, ns):
+    def __init__(self, j, ctx, facts, args, ns, sources=(), program=None):
         self.j, self.ctx, self.facts, self.args, self._ns = j, ctx, facts, args, ns
+        self._sources, self._program = sources, program
         self.temps = []
         self.out, self.saved, self.grad = f"v{j}", f"c{j}._saved", f"g{j}"
         self.record, self.needs = bool(ctx._record), ctx.needs_input_grad
@@ -308,6 +324,20 @@ class Site:
         if name not in self.temps:
             self.temps.append(name)
         return name
+
+    def sink(self, i):
+        """The variable holding, at a replay, the sink for argument i's gradient (a parameter a
+        traced backward_and_step updates inside backward; None at that replay if it may not be),
+        or None when there is none to give."""
+        program = self._program
+        kind, k = self._sources[i] if i < len(self._sources) else (None, None)
+        if program is None or program.sinks is None or kind != _TENSOR or not any(
+                program.params[k] is p for p in program.sinks[1]):
+            return None
+        if k not in program.sink_params:
+            program.sink_params.append(k)
+            self._ns[f"Z{k}"] = None
+        return f"Z{k}"
 
     def const(self, value, name):
         key = f"k{self.j}_{name}"
@@ -338,7 +368,7 @@ def _generate(program):
     sites = []
     for j, (cls, ctx, sources, facts) in enumerate(ops):
         args = [_expression(source, f"k{j}_{n}", ns) for n, source in enumerate(sources)]
-        site = Site(j, ctx, facts, args, ns)
+        site = Site(j, ctx, facts, args, ns, sources, program)
         for n, (kind, i) in enumerate(sources):  # an earlier kernel's output only this op reads
             if (kind == _OP and uses[i] == 1 and i not in outputs and sites[i].kernel
                     and ops[i][3].out_owned and not _keeps_output(ops[i][1])):

@@ -593,8 +593,10 @@ def test_backward_and_step_never_holds_the_weight_gradient():
     assert peaks[1] < 4 * 64 * 1024 + 16 * 1024  # the output's gradient, the bias's
 
 
-def test_backward_and_step_in_a_compiled_step_replays_backward_and_step():
-    def run(compiled):
+def test_a_compiled_backward_and_step_updates_in_backward_too():
+    """Replays of a traced backward_and_step give its weights the same BLAS updates (no .grad:
+    the first call, the trace, goes through .grad); a traced backward(); step() keeps .grad."""
+    def run(compiled, in_backward=True):
         cr.manual_seed(0)
         model = cr.nn.MLP([700, 256, 3])
         opt = optim.SGD(model.parameters(), lr=0.1)
@@ -602,7 +604,7 @@ def test_backward_and_step_in_a_compiled_step_replays_backward_and_step():
         def step(x, y):
             loss = cr.cross_entropy(model(x), y)
             opt.zero_grad()
-            opt.backward_and_step(loss)
+            _backward_and_step(opt, loss, in_backward)
             return loss
 
         step = cr.compile(step) if compiled else step
@@ -610,8 +612,36 @@ def test_backward_and_step_in_a_compiled_step_replays_backward_and_step():
         for _ in range(3):
             step(cr.tensor(rng.standard_normal((16, 700), dtype=np.float32)),
                  rng.integers(0, 3, 16))
-        return [p.data for p in model.parameters()]
-    _assert_same_step(run(False), run(True))
+        return [p.data for p in model.parameters()], [p.grad is None for p in model.parameters()]
+    eager, sunk = run(False)
+    compiled, compiled_sunk = run(True)
+    _assert_same_step(eager, compiled)
+    assert compiled_sunk == [blas.AVAILABLE] + [False] * 3
+    assert sunk[0] == blas.AVAILABLE
+    plain, plain_sunk = run(True, in_backward=False)
+    _assert_same_step(eager, plain)
+    assert not any(plain_sunk)
+
+
+@needs_blas
+def test_a_compiled_backward_and_step_never_holds_the_weight_gradient():
+    layer = cr.nn.Linear(1024, 1024)  # a 4 MiB weight gradient
+    opt = optim.SGD(layer.parameters(), lr=0.1)
+    x = cr.tensor(np.random.default_rng(0).standard_normal((64, 1024), dtype=np.float32))
+
+    @cr.compile
+    def step(x):
+        loss = layer(x).sum()
+        opt.zero_grad()
+        opt.backward_and_step(loss)
+        return loss
+    step(x)  # the trace: eager, through .grad
+    tracemalloc.start()
+    step(x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert layer.weight.grad is None
+    assert peak < 2 * 4 * 64 * 1024 + 16 * 1024  # the output and its gradient, the bias's
 
 
 @needs_blas

@@ -52,9 +52,11 @@ class Linear(Function):
             results[0] = (k.temp("gx"), True)
             lines.append(f"{k.temp('gx')} = {g} @ {w}")
         if need[1]:
-            gw = k.temp("gw")
+            gw, sink = k.temp("gw"), k.sink(1)
             order = getattr(k.ctx, "weight_order", "C")
-            lines.append(f"{gw} = np.matmul({g}.T, {x}, order={order!r})")
+            product = f"np.matmul({g}.T, {x}, order={order!r})"
+            lines.append(f"{gw} = None if {sink} is not None and {sink}({g}.T, {x}) else {product}"
+                         if sink else f"{gw} = {product}")
             results[1] = (gw, True)
         if len(need) > 2 and need[2]:
             results[2] = (k.temp("gb"), True)

@@ -8,7 +8,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from chainrule.autograd import _state, enable_grad, gradient_sinks, sole_leaves, step_call
+from chainrule.autograd import (_state, backward_sinks, enable_grad, gradient_sinks, sole_leaves,
+                                step_call)
 from chainrule.errors import ArgumentError, shape_error
 from chainrule.ops import blas
 from chainrule.nn.utils import zero_grads
@@ -100,23 +101,11 @@ class Optimizer:
         each (as a training loop does) and use backward() and step() to accumulate. An exception
         raised inside backward (an interrupt) may leave some of those weights stepped. `cr.fit`
         trains this way unless a callback reads the gradients."""
-        if self._sinkable is None:  # {group index: its 2-D parameters of SINK_MIN elements}
-            self._sinkable = {}
-            for i, group in enumerate(self.param_groups):
-                params = [p for p in group["params"] if p.data.ndim == 2 and p.data.size >= SINK_MIN]
-                if params and blas.AVAILABLE:
-                    self._sinkable[i] = params
-        alphas = {}  # {parameter: its group's α}
+        if _state.calls and not _state.anomaly:  # a compile trace: its replays update these
+            for record in _state.calls:         # weights in backward (backward_sinks)
+                record(backward_sinks, (self, sole_leaves(loss, list(self._alphas()))), {})
+        alphas = {} if _state.calls or _state.tracers or _state.anomaly else self._alphas()
         # compile, viz and the memory ledger see every op and call, anomaly every gradient
-        if self._sinkable and not (_state.calls or _state.tracers or _state.anomaly):
-            for i, params in self._sinkable.items():
-                group = self.param_groups[i]
-                alpha = self.linear_rule(group)
-                if alpha is not None:
-                    present = set(map(id, group["params"]))  # still in the group
-                    for p in params:
-                        if id(p) in present and p.grad is None and not p._hooks:
-                            alphas[p] = alpha
         if alphas:
             sole = sole_leaves(loss, list(alphas))
             with gradient_sinks({p: self._sink(p, alphas[p]) for p in sole}):
@@ -124,6 +113,33 @@ class Optimizer:
         else:
             loss.backward()
         self.step()
+
+    def _alphas(self):
+        """{parameter: its group's α} for the 2-D parameters of SINK_MIN elements or more that
+        backward_and_step may update inside backward now: in a group with a `linear_rule`, no
+        `.grad`, no hooks."""
+        if self._sinkable is None:  # {group index: its 2-D parameters of SINK_MIN elements}
+            self._sinkable = {}
+            for i, group in enumerate(self.param_groups):
+                params = [p for p in group["params"] if p.data.ndim == 2 and p.data.size >= SINK_MIN]
+                if params and blas.AVAILABLE:
+                    self._sinkable[i] = params
+        alphas = {}
+        for i, params in self._sinkable.items():
+            group = self.param_groups[i]
+            alpha = self.linear_rule(group)
+            if alpha is not None:
+                present = set(map(id, group["params"]))  # still in the group
+                for p in params:
+                    if id(p) in present and p.grad is None and not p._hooks:
+                        alphas[p] = alpha
+        return alphas
+
+    def sinks_for(self, params):
+        """{p: sink or None} for the given parameters, as backward_and_step would give them now
+        (a replayed step's backward calls these: `cr.compile`)."""
+        alphas = self._alphas()
+        return {p: self._sink(p, alphas[p]) if p in alphas else None for p in params}
 
     def _sink(self, p, alpha):
         """p's gradient sink (autograd.gradient_sinks): θ ← θ + α·(a @ b) for the gradient a @ b,
