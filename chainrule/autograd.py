@@ -232,7 +232,7 @@ class Function:
         and returns None for it when the sink returns True (it took the gradient)."""
         sinks = _state.sinks
         if sinks:
-            for e in getattr(self, "edges", ()):  # a replayed op's ctx has none
+            for e in self.edges:
                 if e[0] == i:
                     return sinks.get(e[1])
         return None
@@ -442,8 +442,9 @@ class gradient_sinks:
     `sink(a, b)` for the gradient a @ b and returns True if it took it. The caller guarantees
     that the op's gradient is the leaf's whole gradient and that nothing else reads the leaf's
     array (`sole_leaves`; no hooks, no `.grad` yet): `optim.Optimizer.backward_and_step` uses
-    this to update weights in place as their gradients are made, without ever holding them. Only the outermost plain sweep uses sinks: not a backward run
-    inside another (checkpointing, a hook), nor `cr.grad`, nor create_graph."""
+    this to update weights in place as their gradients are made, without ever holding them.
+    Only the outermost plain sweep uses sinks: not a backward run inside another
+    (checkpointing, a hook), nor `cr.grad`, nor create_graph."""
 
     def __init__(self, sinks):
         self.sinks = sinks

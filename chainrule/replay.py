@@ -308,7 +308,7 @@ class Site:
     the forward may write into argument i (no one else reads it); grad_owned: the backward may
     write into its incoming gradient (a fresh array handed only to this op)."""
 
-    def __init__(self, j, ctx, facts, args, ns, sources=(), program=None):
+    def __init__(self, j, ctx, facts, args, ns, sources, program):
         self.j, self.ctx, self.facts, self.args, self._ns = j, ctx, facts, args, ns
         self._sources, self._program = sources, program
         self.temps = []
@@ -329,9 +329,8 @@ class Site:
         """The variable holding, at a replay, the sink for argument i's gradient (a parameter a
         traced backward_and_step updates inside backward; None at that replay if it may not be),
         or None when there is none to give."""
-        program = self._program
-        kind, k = self._sources[i] if i < len(self._sources) else (None, None)
-        if program is None or program.sinks is None or kind != _TENSOR or not any(
+        program, (kind, k) = self._program, self._sources[i]
+        if program.sinks is None or kind != _TENSOR or not any(
                 program.params[k] is p for p in program.sinks[1]):
             return None
         if k not in program.sink_params:

@@ -104,10 +104,10 @@ class Optimizer:
         if _state.calls and not _state.anomaly:  # a compile trace: its replays update these
             for record in _state.calls:         # weights in backward (backward_sinks)
                 record(backward_sinks, (self, sole_leaves(loss, list(self._alphas()))), {})
-        alphas = {} if _state.calls or _state.tracers or _state.anomaly else self._alphas()
         # compile, viz and the memory ledger see every op and call, anomaly every gradient
-        if alphas:
-            sole = sole_leaves(loss, list(alphas))
+        alphas = {} if _state.calls or _state.tracers or _state.anomaly else self._alphas()
+        sole = sole_leaves(loss, list(alphas)) if alphas else ()
+        if sole:
             with gradient_sinks({p: self._sink(p, alphas[p]) for p in sole}):
                 loss.backward()
         else:
